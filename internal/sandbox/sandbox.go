@@ -1,0 +1,61 @@
+// Package sandbox provides the Linux isolation codeexec runs untrusted code in:
+// namespaces, mounts, seccomp, cgroups and rlimits. It knows nothing of Python
+// or HTTP; the executor package is its only user.
+//
+// Portable types live in this file; kernel code lives in *_linux.go files so
+// the rest of the tree still builds and vets on other systems.
+package sandbox
+
+import "errors"
+
+// ErrUnsupported is returned on systems without the kernel features a sandbox
+// needs (Linux user, pid, mount and network namespaces, seccomp, cgroups).
+var ErrUnsupported = errors.New("sandbox: not supported on this system")
+
+// Limits are the resource limits of one cgroup. A zero field means "no limit
+// set by us" (the parent's limit still applies).
+type Limits struct {
+	// MemoryBytes caps resident memory plus swap (v1 memsw, v2 swap.max=0).
+	MemoryBytes int64
+	// Pids caps the number of tasks (processes and threads).
+	Pids int64
+	// CPUMillis is the CPU bandwidth in thousandths of a core: 1000 is one core.
+	CPUMillis int64
+}
+
+// Cgroup is one control group that processes can be placed in. Its methods
+// are safe for use by one goroutine at a time.
+type Cgroup interface {
+	// Path is the cgroup's path relative to the hierarchy root, e.g.
+	// "codeexec/pool0/c42". It is for logs and tests.
+	Path() string
+	// SetLimits writes l. It may be called again to change the limits of a
+	// cgroup that already holds processes.
+	SetLimits(l Limits) error
+	// Add moves the process with host pid pid (all of its threads) into the
+	// cgroup.
+	Add(pid int) error
+	// OOMKills reports how many processes of the cgroup the kernel's OOM
+	// killer has killed since the cgroup was created.
+	OOMKills() (int, error)
+	// Procs lists the host pids in the cgroup.
+	Procs() ([]int, error)
+	// Kill sends SIGKILL to every process in the cgroup and waits, up to a
+	// short bound, until none is left.
+	Kill() error
+	// Remove kills what is left and removes the cgroup from every hierarchy.
+	// It is safe to call more than once.
+	Remove() error
+}
+
+// Cgroups creates cgroups under one parent. Use NewCgroups to detect the host's
+// cgroup layout (v1 or v2) once at start-up.
+type Cgroups interface {
+	// Version is 1 or 2.
+	Version() int
+	// New creates a child cgroup named name (one path element, no '/')
+	// below the parent.
+	New(name string) (Cgroup, error)
+	// Close removes the parent cgroup; every child must already be removed.
+	Close() error
+}
