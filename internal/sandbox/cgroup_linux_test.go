@@ -1,0 +1,591 @@
+package sandbox
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// cgroupHelperEnv makes the test binary act as a victim program instead of
+// running tests; see TestCgroupHelperProcess.
+const cgroupHelperEnv = "CODEEXEC_CGROUP_TEST_HELPER"
+
+// TestCgroupHelperProcess is not a test: re-executed with cgroupHelperEnv set, the
+// test binary becomes a victim program. Each victim first waits for a byte
+// on stdin, so that the test can move it into a cgroup before it misbehaves.
+func TestCgroupHelperProcess(t *testing.T) {
+	mode := os.Getenv(cgroupHelperEnv)
+	if mode == "" {
+		return
+	}
+	if _, err := os.Stdin.Read(make([]byte, 1)); err != nil {
+		os.Exit(2)
+	}
+	switch mode {
+	case "memhog":
+		// Touch every page of 256 MiB so that it is really charged.
+		b := make([]byte, 256<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		runtime.KeepAlive(b)
+		os.Exit(0)
+	}
+	os.Exit(3)
+}
+
+// newTestCgroups returns Cgroups under a parent unique to t, closed (and
+// checked to close) when t ends. Creating cgroups needs root: without it the
+// test is skipped, unless CI is set.
+func newTestCgroups(t testing.TB) *cgroups {
+	t.Helper()
+	ci := os.Getenv("CI") != ""
+	if os.Geteuid() != 0 && !ci {
+		t.Skip("skipping: creating cgroups under /sys/fs/cgroup needs root (with CI set this test runs and fails)")
+	}
+	l, err := detectCgroups(cgroupRoot)
+	if errors.Is(err, ErrUnsupported) && !ci {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	cs, err := newCgroups(l, fmt.Sprintf("codeexec-test/%d-%s", os.Getpid(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cs.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return cs
+}
+
+// newTestCgroup creates the child name of cs, removed when t ends.
+func newTestCgroup(t testing.TB, cs *cgroups, name string) *cgroup {
+	t.Helper()
+	c, err := cs.New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Remove(); err != nil {
+			t.Errorf("Remove() = %v", err)
+		}
+	})
+	return c.(*cgroup)
+}
+
+// startInCgroup starts cmd, whose program must wait for a line on stdin
+// before it does anything, moves it into c and then lets it go. The process
+// is killed and reaped when t ends.
+func startInCgroup(t *testing.T, c *cgroup, cmd *exec.Cmd) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if err := c.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stdin, "\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cgroupTestKilled reports whether err, from exec.Cmd.Wait, says SIGKILL.
+func cgroupTestKilled(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+func cgroupTestRead(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// cgroupTestLimits reads c's limits back from the kernel's files, in the form
+// {"memory": "33554432" or "max", "pids": ..., "cpu": quota in µs or "max"}.
+// It also checks the companion files: memsw or swap.max, and the period.
+func cgroupTestLimits(t *testing.T, c *cgroup) map[string]string {
+	t.Helper()
+	got := map[string]string{"pids": cgroupTestRead(t, c.file(c.l.pids, "pids.max"))}
+	if c.l.version == 2 {
+		got["memory"] = cgroupTestRead(t, c.file(c.l.memory, "memory.max"))
+		if _, err := os.Stat(c.file(c.l.memory, "memory.swap.max")); err == nil {
+			wantSwap := "0"
+			if got["memory"] == "max" {
+				wantSwap = "max"
+			}
+			if swap := cgroupTestRead(t, c.file(c.l.memory, "memory.swap.max")); swap != wantSwap {
+				t.Errorf("memory.swap.max = %q, want %q", swap, wantSwap)
+			}
+		}
+		quota, period, _ := strings.Cut(cgroupTestRead(t, c.file(c.l.cpu, "cpu.max")), " ")
+		got["cpu"] = quota
+		if period != "100000" {
+			t.Errorf("cpu.max period = %q, want 100000", period)
+		}
+		return got
+	}
+	mem := cgroupTestRead(t, c.file(c.l.memory, "memory.limit_in_bytes"))
+	if n, _ := strconv.ParseInt(mem, 10, 64); n >= 1<<62 {
+		mem = "max" // "unlimited" reads back as the largest page multiple
+	}
+	got["memory"] = mem
+	if memsw, err := os.ReadFile(c.file(c.l.memory, "memory.memsw.limit_in_bytes")); err == nil {
+		if n, _ := strconv.ParseInt(strings.TrimSpace(string(memsw)), 10, 64); n >= 1<<62 {
+			memsw = []byte("max")
+		}
+		if s := strings.TrimSpace(string(memsw)); s != mem {
+			t.Errorf("memory.memsw.limit_in_bytes = %q, want %q like memory.limit_in_bytes", s, mem)
+		}
+	}
+	got["cpu"] = cgroupTestRead(t, c.file(c.l.cpu, "cpu.cfs_quota_us"))
+	if got["cpu"] == "-1" {
+		got["cpu"] = "max"
+	}
+	if p := cgroupTestRead(t, c.file(c.l.cpu, "cpu.cfs_period_us")); p != "100000" {
+		t.Errorf("cpu.cfs_period_us = %q, want 100000", p)
+	}
+	return got
+}
+
+// TestCgroupSetLimits sets limits in sequence, lowering and raising them
+// (v1 needs memsw and limit written in the right order for both), and reads
+// them back from the kernel.
+func TestCgroupSetLimits(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	steps := []struct {
+		name   string
+		limits Limits
+		want   map[string]string
+	}{
+		{"set", Limits{MemoryBytes: 64 << 20, Pids: 16, CPUMillis: 500}, map[string]string{"memory": "67108864", "pids": "16", "cpu": "50000"}},
+		{"lower", Limits{MemoryBytes: 32 << 20, Pids: 8, CPUMillis: 250}, map[string]string{"memory": "33554432", "pids": "8", "cpu": "25000"}},
+		{"raise", Limits{MemoryBytes: 128 << 20, Pids: 32, CPUMillis: 2000}, map[string]string{"memory": "134217728", "pids": "32", "cpu": "200000"}},
+		{"unset", Limits{}, map[string]string{"memory": "max", "pids": "max", "cpu": "max"}},
+		{"set again", Limits{MemoryBytes: 32 << 20}, map[string]string{"memory": "33554432", "pids": "max", "cpu": "max"}},
+	}
+	for _, s := range steps {
+		if err := c.SetLimits(s.limits); err != nil {
+			t.Fatalf("%s: SetLimits(%+v) = %v", s.name, s.limits, err)
+		}
+		if diff := cmp.Diff(s.want, cgroupTestLimits(t, c)); diff != "" {
+			t.Errorf("%s: SetLimits(%+v): limits read back (-want +got):\n%s", s.name, s.limits, diff)
+		}
+	}
+	if err := c.SetLimits(Limits{Pids: -1}); err == nil {
+		t.Errorf("SetLimits(Pids: -1) = nil, want an error")
+	}
+}
+
+// TestCgroupAddKill puts several processes in a cgroup, checks Procs lists
+// them, and that Kill leaves none.
+func TestCgroupAddKill(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	var cmds []*exec.Cmd
+	var want []int
+	for range 3 {
+		cmd := exec.Command("/bin/sh", "-c", "read x; exec sleep 30")
+		startInCgroup(t, c, cmd)
+		cmds = append(cmds, cmd)
+		want = append(want, cmd.Process.Pid)
+	}
+	slices.Sort(want)
+	got, err := c.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Procs() after Add (-want +got):\n%s", diff)
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatalf("Kill() = %v", err)
+	}
+	if got, err := c.Procs(); err != nil || len(got) != 0 {
+		t.Errorf("Procs() after Kill = %v, %v; want none", got, err)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Wait(); !cgroupTestKilled(err) {
+			t.Errorf("pid %d: Wait() = %v, want killed by SIGKILL", cmd.Process.Pid, err)
+		}
+	}
+}
+
+// TestCgroupMemoryLimit runs a program that touches 256 MiB in a cgroup
+// limited to 32 MiB: the kernel must OOM-kill it and OOMKills must say so.
+func TestCgroupMemoryLimit(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	if err := c.SetLimits(Limits{MemoryBytes: 32 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.OOMKills(); err != nil || n != 0 {
+		t.Fatalf("OOMKills() before = %d, %v; want 0, nil", n, err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupHelperProcess$")
+	cmd.Env = append(os.Environ(), cgroupHelperEnv+"=memhog")
+	startInCgroup(t, c, cmd)
+	if err := cmd.Wait(); !cgroupTestKilled(err) {
+		t.Errorf("memory hog: Wait() = %v, want killed by SIGKILL", err)
+	}
+	if n, err := c.OOMKills(); err != nil || n < 1 {
+		t.Errorf("OOMKills() = %d, %v; want >= 1", n, err)
+	}
+}
+
+// TestCgroupPidsLimit runs a loop that tries to fork 64 sleeps in a cgroup
+// allowing 8 tasks, and checks that no more than 8 ever got in. The shell
+// is pid 1 of its own pid namespace, like a sandboxed child, so that the
+// kernel reaps the orphaned sleeps when it dies.
+func TestCgroupPidsLimit(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	const limit = 8
+	if err := c.SetLimits(Limits{Pids: limit}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `read x
+(i=0; while [ $i -lt 64 ]; do sleep 30 & i=$((i+1)); done)
+echo done
+read y`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startInCgroup(t, c, cmd)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if line != "done\n" {
+		t.Fatalf("fork loop printed %q, %v; want done", line, err)
+	}
+	pids, err := c.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d processes in the cgroup after the fork loop", len(pids))
+	if len(pids) < 2 || len(pids) > limit {
+		t.Errorf("Procs() after a fork loop of 64 = %d pids, want 2 to %d", len(pids), limit)
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatalf("Kill() = %v", err)
+	}
+	if err := cmd.Wait(); !cgroupTestKilled(err) {
+		t.Errorf("Wait() = %v, want killed by SIGKILL", err)
+	}
+	if got, err := c.Procs(); err != nil || len(got) != 0 {
+		t.Errorf("Procs() after Kill = %v, %v; want none", got, err)
+	}
+}
+
+// TestCgroupCPULimit runs a busy loop limited to a tenth of a core and
+// waits for the kernel to report throttling in cpu.stat.
+func TestCgroupCPULimit(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	if err := c.SetLimits(Limits{CPUMillis: 100}); err != nil {
+		t.Fatal(err)
+	}
+	startInCgroup(t, c, exec.Command("/bin/sh", "-c", "read x; while :; do :; done"))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		stat := cgroupTestRead(t, c.file(c.l.cpu, "cpu.stat"))
+		var throttled int
+		for line := range strings.Lines(stat) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "nr_throttled "); ok {
+				throttled, _ = strconv.Atoi(v)
+			}
+		}
+		if throttled > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("busy loop at CPUMillis 100: cpu.stat shows no throttling after 5s:\n%s", stat)
+		}
+	}
+}
+
+// TestCgroupRemove checks that Remove kills what is inside, leaves no
+// directory in any hierarchy, and can be called again.
+func TestCgroupRemove(t *testing.T) {
+	cs := newTestCgroups(t)
+	c := newTestCgroup(t, cs, "c")
+	cmd := exec.Command("/bin/sh", "-c", "read x; exec sleep 30")
+	startInCgroup(t, c, cmd)
+	for range 2 {
+		if err := c.Remove(); err != nil {
+			t.Fatalf("Remove() = %v", err)
+		}
+	}
+	if err := cmd.Wait(); !cgroupTestKilled(err) {
+		t.Errorf("Wait() = %v, want killed by SIGKILL", err)
+	}
+	for _, root := range cs.l.roots() {
+		if _, err := os.Stat(filepath.Join(root, c.Path())); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after Remove: stat %s: %v, want not exist", filepath.Join(root, c.Path()), err)
+		}
+	}
+	if got, err := c.Procs(); err != nil || len(got) != 0 {
+		t.Errorf("Procs() of a removed cgroup = %v, %v; want none", got, err)
+	}
+}
+
+// TestCgroupsClose checks that Close refuses to remove a parent with a
+// child left, and once the child is gone removes the parent and the
+// ancestors NewCgroups created.
+func TestCgroupsClose(t *testing.T) {
+	cs := newTestCgroups(t)
+	c, err := cs.New("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Close(); err == nil {
+		t.Errorf("Close() with a child left = nil, want an error")
+	}
+	if err := c.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	for _, root := range cs.l.roots() {
+		dir := filepath.Join(root, cs.parent)
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after Close: stat %s: %v, want not exist", dir, err)
+		}
+	}
+	for _, dir := range cs.created {
+		if _, err := os.Stat(dir); err == nil {
+			// Another test's parent may share the ancestor; then it stays.
+			if entries, _ := filepath.Glob(filepath.Join(dir, "*", "cgroup.procs")); len(entries) == 0 {
+				t.Errorf("after Close: created ancestor %s still there and empty", dir)
+			}
+		}
+	}
+}
+
+// TestCgroupBadNames checks that names that are not one path element, and
+// parents that are not clean relative paths, are refused before anything
+// is created.
+func TestCgroupBadNames(t *testing.T) {
+	root := t.TempDir()
+	l := cgroupLayout{version: 2, memory: root, pids: root, cpu: root}
+	for _, parent := range []string{"", ".", "..", "../x", "/abs", "a//b", "a/", "a/../b"} {
+		if _, err := newCgroups(l, parent); err == nil {
+			t.Errorf("newCgroups(%q) = nil error, want one", parent)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("memory pids cpu"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "p"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "p", "cgroup.subtree_control"), []byte("memory pids cpu"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := newCgroups(l, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"", ".", "..", "a/b", "/"} {
+		if _, err := cs.New(name); err == nil {
+			t.Errorf("New(%q) = nil error, want one", name)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(root, "p"))
+	if len(entries) != 1 {
+		t.Errorf("after bad names, %s holds %d entries, want only cgroup.subtree_control", filepath.Join(root, "p"), len(entries))
+	}
+}
+
+// TestCgroupV2Files drives the v2 code against a fake hierarchy in a
+// temporary directory (this machine has no v2 memory controller), with
+// the interface files the kernel would create made by hand.
+func TestCgroupV2Files(t *testing.T) {
+	root := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		name = filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	write("cgroup.controllers", "cpuset cpu io memory pids\n")
+	write("cgroup.subtree_control", "cpu io\n")
+	write("codeexec/cgroup.subtree_control", "")
+	write("codeexec/pool/cgroup.subtree_control", "memory pids cpu\n")
+	full := []string{"memory.max", "memory.swap.max", "pids.max", "cpu.max", "cgroup.procs", "memory.events", "cgroup.kill"}
+	for _, f := range full {
+		write("codeexec/pool/full/"+f, "")
+	}
+	// A kernel without swap accounting and before cgroup.kill (5.14).
+	for _, f := range []string{"memory.max", "pids.max", "cpu.max", "cgroup.procs"} {
+		write("codeexec/pool/old/"+f, "")
+	}
+
+	l := cgroupLayout{version: 2, memory: root, pids: root, cpu: root}
+	cs, err := newCgroups(l, "codeexec/pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Version() != 2 {
+		t.Errorf("Version() = %d, want 2", cs.Version())
+	}
+	gotSubtree := map[string]string{
+		"root":     read("cgroup.subtree_control"),
+		"codeexec": read("codeexec/cgroup.subtree_control"),
+		"pool":     read("codeexec/pool/cgroup.subtree_control"),
+	}
+	wantSubtree := map[string]string{
+		"root":     "+memory +pids", // cpu was there
+		"codeexec": "+memory +pids +cpu",
+		"pool":     "memory pids cpu\n", // untouched: nothing missing
+	}
+	if diff := cmp.Diff(wantSubtree, gotSubtree); diff != "" {
+		t.Errorf("cgroup.subtree_control after newCgroups (-want +got):\n%s", diff)
+	}
+
+	tests := []struct {
+		name   string
+		child  string
+		limits Limits
+		want   map[string]string
+	}{
+		{
+			name:   "all",
+			child:  "full",
+			limits: Limits{MemoryBytes: 32 << 20, Pids: 16, CPUMillis: 500},
+			want:   map[string]string{"memory.max": "33554432", "memory.swap.max": "0", "pids.max": "16", "cpu.max": "50000 100000"},
+		},
+		{
+			name:   "unset",
+			child:  "full",
+			limits: Limits{},
+			want:   map[string]string{"memory.max": "max", "memory.swap.max": "max", "pids.max": "max", "cpu.max": "max 100000"},
+		},
+		{
+			name:   "two cores",
+			child:  "full",
+			limits: Limits{CPUMillis: 2000},
+			want:   map[string]string{"memory.max": "max", "memory.swap.max": "max", "pids.max": "max", "cpu.max": "200000 100000"},
+		},
+		{
+			name:   "no swap.max",
+			child:  "old",
+			limits: Limits{MemoryBytes: 1 << 30, Pids: 100, CPUMillis: 1000},
+			want:   map[string]string{"memory.max": "1073741824", "pids.max": "100", "cpu.max": "100000 100000"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := cs.New(tt.child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetLimits(tt.limits); err != nil {
+				t.Fatalf("SetLimits(%+v) = %v", tt.limits, err)
+			}
+			got := map[string]string{}
+			for name := range tt.want {
+				got[name] = read(filepath.Join(c.Path(), name))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("SetLimits(%+v): files (-want +got):\n%s", tt.limits, diff)
+			}
+		})
+	}
+
+	c, err := cs.New("full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Add(1234); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("codeexec/pool/full/cgroup.procs"); got != "1234" {
+		t.Errorf("cgroup.procs after Add(1234) = %q, want 1234", got)
+	}
+	write("codeexec/pool/full/cgroup.procs", "1234\n99\n")
+	if got, err := c.Procs(); err != nil || !slices.Equal(got, []int{99, 1234}) {
+		t.Errorf("Procs() = %v, %v; want [99 1234]", got, err)
+	}
+	write("codeexec/pool/full/memory.events", "low 0\nhigh 0\nmax 7\noom 3\noom_kill 2\noom_group_kill 0\n")
+	if n, err := c.OOMKills(); err != nil || n != 2 {
+		t.Errorf("OOMKills() = %d, %v; want 2", n, err)
+	}
+	write("codeexec/pool/full/cgroup.procs", "")
+	if err := c.Kill(); err != nil {
+		t.Errorf("Kill() = %v", err)
+	}
+	if got := read("codeexec/pool/full/cgroup.kill"); got != "1" {
+		t.Errorf("cgroup.kill after Kill = %q, want 1", got)
+	}
+	old, err := cs.New("old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Kill(); err != nil {
+		t.Errorf("Kill() without cgroup.kill = %v", err)
+	}
+	if _, err := old.OOMKills(); err == nil {
+		t.Errorf("OOMKills() without memory.events = nil error, want one")
+	}
+}
+
+// BenchmarkCgroupCreateLimitRemove measures what a pool pays per child for
+// its cgroup: New, SetLimits and Remove of an empty cgroup.
+func BenchmarkCgroupCreateLimitRemove(b *testing.B) {
+	cs := newTestCgroups(b)
+	l := Limits{MemoryBytes: 256 << 20, Pids: 64, CPUMillis: 1000}
+	for i := 0; b.Loop(); i++ {
+		c, err := cs.New("b" + strconv.Itoa(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.SetLimits(l); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Remove(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package sandbox
+
+// NewCgroups returns ErrUnsupported: cgroups exist only on Linux.
+func NewCgroups(parent string) (Cgroups, error) { return nil, ErrUnsupported }
