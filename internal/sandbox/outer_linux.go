@@ -186,6 +186,7 @@ var roBinds = []string{
 	"/etc/python3.11",
 	"/etc/python3.12",
 	"/etc/python3.13",
+	"/var/cache/fontconfig", // fontconfig's pre-built cache
 }
 
 var devices = []string{"null", "zero", "full", "random", "urandom"}

@@ -1,0 +1,181 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"codeexec/internal/executor"
+)
+
+func init() {
+	register("bench", command{summary: "measure warm execution against bare python3 and print medians", run: benchCmd})
+}
+
+const groupbyCode = `import numpy as np, pandas as pd
+df = pd.DataFrame({"k": np.arange(10_000) % 10, "v": np.arange(10_000.0)})
+print(df.groupby("k")["v"].mean().sum())`
+
+const plotCode = `import matplotlib.pyplot as plt
+plt.plot(range(100), [x * x for x in range(100)])
+plt.show()`
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 200, "executions per warm case (the plot and baselines use fewer)")
+	dur := fs.Duration("throughput-time", 5*time.Second, "how long to measure sustained throughput")
+	conc := fs.Int("concurrency", 4, "concurrent callers for the throughput measurement")
+	pool := fs.Int("pool", 4, "warm children in the pool")
+	python := fs.String("python", "/usr/bin/python3", "interpreter for the bare baselines")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run, warm executions against bare python3 subprocesses,\nsustained throughput and the memory of a warm child. Prints medians, p99 and ratios.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	fmt.Fprintln(stdout, "starting executor (the zygote preloads numpy, pandas, matplotlib, scipy, sympy)...")
+	start := time.Now()
+	e, err := executor.New(ctx, executor.Config{PoolSize: *pool})
+	if err != nil {
+		fmt.Fprintf(stderr, "codeexec bench: %v\n", err)
+		return 1
+	}
+	defer e.Close()
+	fmt.Fprintf(stdout, "executor ready in %s\n\n", time.Since(start).Round(time.Millisecond))
+	// Let the pool fill before measuring.
+	for i := 0; i < 100 && e.Warm() < *pool; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	warm := func(code string, runs int) (stats, error) {
+		var d []time.Duration
+		for i := 0; i < runs && ctx.Err() == nil; i++ {
+			t0 := time.Now()
+			res, err := e.Execute(ctx, executor.Request{Code: code})
+			if err != nil {
+				return stats{}, err
+			}
+			if res.Status != executor.StatusOK {
+				return stats{}, fmt.Errorf("status %s: %+v", res.Status, res.Error)
+			}
+			d = append(d, time.Since(t0))
+		}
+		return newStats(d), nil
+	}
+	bare := func(runs int, args ...string) (stats, error) {
+		var d []time.Duration
+		for i := 0; i < runs && ctx.Err() == nil; i++ {
+			t0 := time.Now()
+			if out, err := exec.CommandContext(ctx, *python, args...).CombinedOutput(); err != nil {
+				return stats{}, fmt.Errorf("%s %v: %v: %s", *python, args, err, out)
+			}
+			d = append(d, time.Since(t0))
+		}
+		return newStats(d), nil
+	}
+	type row struct {
+		name   string
+		s      stats
+		target string
+	}
+	var rows []row
+	measure := func(name, target string, f func() (stats, error)) bool {
+		s, err := f()
+		if err != nil {
+			fmt.Fprintf(stderr, "codeexec bench: %s: %v\n", name, err)
+			return false
+		}
+		rows = append(rows, row{name, s, target})
+		return true
+	}
+	ok := measure("warm print(1)", "<= 2 ms", func() (stats, error) { return warm("print(1)", *n) }) &&
+		measure("warm pandas groupby 10k rows", "<= 15 ms", func() (stats, error) { return warm(groupbyCode, *n/2) }) &&
+		measure("warm matplotlib line plot", "", func() (stats, error) { return warm(plotCode, max(*n/10, 5)) }) &&
+		measure("bare python3 -c 'print(1)'", "", func() (stats, error) { return bare(max(*n/10, 5), "-c", "print(1)") }) &&
+		measure("bare python3 -c 'import numpy, pandas'", "", func() (stats, error) { return bare(5, "-c", "import numpy, pandas") })
+	if !ok {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%-42s %6s %10s %10s %10s  %s\n", "case", "runs", "median", "p99", "mean", "target")
+	for _, r := range rows {
+		fmt.Fprintf(stdout, "%-42s %6d %10s %10s %10s  %s\n", r.name, r.s.n, ms(r.s.median), ms(r.s.p99), ms(r.s.mean), r.target)
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "ratio bare print(1) / warm print(1):             %6.1fx faster\n", ratio(rows[3].s.median, rows[0].s.median))
+	fmt.Fprintf(stdout, "ratio bare import numpy,pandas / warm groupby:   %6.1fx faster\n", ratio(rows[4].s.median, rows[1].s.median))
+
+	// Sustained single-use throughput.
+	var count, failed atomic.Int64
+	tctx, cancel := context.WithTimeout(ctx, *dur)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := 0; i < *conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for tctx.Err() == nil {
+				res, err := e.Execute(tctx, executor.Request{Code: "print(1)"})
+				switch {
+				case tctx.Err() != nil:
+				case err != nil || res.Status != executor.StatusOK:
+					failed.Add(1)
+				default:
+					count.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	elapsed := time.Since(t0)
+	fmt.Fprintf(stdout, "\nsustained single-use print(1), %d concurrent callers: %.0f executions/s (%d in %s, %d failed)  target >= 250/s\n",
+		*conc, float64(count.Load())/elapsed.Seconds(), count.Load(), elapsed.Round(time.Millisecond), failed.Load())
+
+	priv, pss, err := e.ChildMemory(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "codeexec bench: child memory: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "warm child after print(1): Private_Dirty %.2f MiB, PSS %.1f MiB  target <= 5 MiB private\n",
+		float64(priv)/(1<<20), float64(pss)/(1<<20))
+	return 0
+}
+
+type stats struct {
+	n                 int
+	median, p99, mean time.Duration
+}
+
+func newStats(d []time.Duration) stats {
+	if len(d) == 0 {
+		return stats{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	p99 := d[min(len(d)-1, (len(d)*99)/100)]
+	return stats{n: len(d), median: d[len(d)/2], p99: p99, mean: sum / time.Duration(len(d))}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}

@@ -1,0 +1,334 @@
+package executor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"codeexec/internal/python"
+	"codeexec/internal/sandbox"
+)
+
+// child is one warm sandbox: a forked Python process, pid 1 of its own pid
+// namespace, in its own cgroup. Go holds its socket, the read ends of its
+// stdout and stderr, a pidfd and a handle on its /mnt/data.
+type child struct {
+	p       *pool
+	id, uid int
+	spawned chan []int // the zygote's fds for this child, once
+
+	exitOnce sync.Once
+	exited   chan struct{} // closed when the zygote reaped it
+	exitCode int
+	exitSig  int
+
+	pid    int // host pid
+	pidfd  int
+	conn   *net.UnixConn
+	r      *bufio.Reader
+	stdout *os.File
+	stderr *os.File
+	cg     sandbox.Cgroup
+	data   *os.File // O_PATH handle of /mnt/data inside the child
+
+	frames chan frame     // from the socket; closed at EOF
+	outs   [2]chan []byte // stdout, stderr chunks; nil chunk = end mark; closed at EOF
+	mark   atomic.Pointer[[]byte]
+	wg     sync.WaitGroup
+	killed atomic.Bool
+}
+
+type frame struct {
+	ev  *python.Event
+	err error
+}
+
+func (c *child) markExited(code, sig int) {
+	c.exitOnce.Do(func() {
+		c.exitCode, c.exitSig = code, sig
+		close(c.exited)
+	})
+}
+
+// spawn asks the zygote for a child and prepares it: cgroup, pidfd, file
+// handle, reader goroutines. The child is warm when it returns.
+func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
+	p.mu.Lock()
+	p.nextID++
+	id := p.nextID
+	c := &child{p: p, id: id, uid: childUIDBase + id%(idRange-childUIDBase-1),
+		spawned: make(chan []int, 1), exited: make(chan struct{}), pidfd: -1}
+	p.live[id] = c
+	p.mu.Unlock()
+	defer func() {
+		if err != nil {
+			c.destroy()
+		}
+	}()
+	if err := p.sendControl(python.Control{Op: "spawn", ID: id, UID: c.uid}); err != nil {
+		return nil, fmt.Errorf("ask zygote to spawn: %w", err)
+	}
+	var fds []int
+	select {
+	case fds = <-c.spawned:
+	case <-p.dead:
+		return nil, ErrUnavailable
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("zygote did not spawn within 10 s")
+	}
+	for _, fd := range fds {
+		unix.SetNonblock(fd, true)
+	}
+	sock := os.NewFile(uintptr(fds[0]), "child-socket")
+	c.stdout = os.NewFile(uintptr(fds[1]), "child-stdout")
+	c.stderr = os.NewFile(uintptr(fds[2]), "child-stderr")
+	fc, err := net.FileConn(sock)
+	sock.Close()
+	if err != nil {
+		return nil, fmt.Errorf("child socket: %w", err)
+	}
+	c.conn = fc.(*net.UnixConn)
+	if err := c.readReady(); err != nil {
+		return nil, err
+	}
+	if c.pidfd, err = unix.PidfdOpen(c.pid, 0); err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", c.pid, err)
+	}
+	if c.cg, err = p.cgs.New(fmt.Sprintf("c%d", id)); err != nil {
+		return nil, err
+	}
+	d := p.cfg.Defaults
+	if err := c.cg.SetLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
+		return nil, err
+	}
+	if err := c.cg.Add(c.pid); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open work dir of child %d: %w", c.pid, err)
+	}
+	c.data = os.NewFile(uintptr(fd), "child-data")
+	// The pid could in theory have been reused between reading it and
+	// opening the pidfd; the child is blocked reading its socket, so it is
+	// alive now, and a live pidfd proves the pid is still it.
+	if err := unix.PidfdSendSignal(c.pidfd, 0, nil, 0); err != nil {
+		return nil, fmt.Errorf("child %d vanished: %w", c.pid, err)
+	}
+	c.frames = make(chan frame, 16)
+	c.outs = [2]chan []byte{make(chan []byte, 16), make(chan []byte, 16)}
+	empty := []byte{0}
+	c.mark.Store(&empty)
+	c.wg.Add(3)
+	go c.readFrames()
+	go c.readPipe(c.stdout, c.outs[0])
+	go c.readPipe(c.stderr, c.outs[1])
+	return c, nil
+}
+
+// readReady reads the child's first frame and, from the kernel's
+// SCM_CREDENTIALS on it, the child's pid in our namespace (unix(7)).
+func (c *child) readReady() error {
+	raw, err := c.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	})
+	if err != nil {
+		return fmt.Errorf("SO_PASSCRED: %w", err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	n, oobn, _, _, err := c.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return fmt.Errorf("child set-up: %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
+	}
+	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(scms) != 1 {
+		return fmt.Errorf("%w: no credentials on ready", python.ErrProtocol)
+	}
+	cred, err := unix.ParseUnixCredentials(&scms[0])
+	if err != nil || cred.Pid <= 0 {
+		return fmt.Errorf("%w: bad credentials on ready", python.ErrProtocol)
+	}
+	c.pid = int(cred.Pid)
+	c.conn.SetReadDeadline(time.Time{})
+	c.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buf[:n]), c.conn), 64<<10)
+	ev, err := python.ReadEvent(c.r)
+	if err != nil || ev.Type != "ready" {
+		return fmt.Errorf("child set-up: %v %v (its stderr: %q)", ev, err, c.drainStderr())
+	}
+	return nil
+}
+
+// exitReport says how a child that failed its set-up ended.
+func (c *child) exitReport() string {
+	select {
+	case <-c.exited:
+		if c.exitSig != 0 {
+			return "killed by " + unix.SignalName(unix.Signal(c.exitSig))
+		}
+		return fmt.Sprintf("exit code %d", c.exitCode)
+	case <-time.After(time.Second):
+		return "still running"
+	}
+}
+
+// drainStderr returns what a failed child printed, for the log.
+func (c *child) drainStderr() string {
+	c.stderr.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	b := make([]byte, 4096)
+	n, _ := io.ReadFull(c.stderr, b)
+	return string(b[:n])
+}
+
+func (c *child) readFrames() {
+	defer c.wg.Done()
+	defer close(c.frames)
+	for {
+		ev, err := python.ReadEvent(c.r)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.killed.Load() {
+				c.frames <- frame{err: err}
+			}
+			return
+		}
+		c.frames <- frame{ev: ev}
+	}
+}
+
+// readPipe forwards a stream's bytes, splitting it at the end mark of the
+// current execution (a nil chunk stands for the mark).
+func (c *child) readPipe(f *os.File, out chan<- []byte) {
+	defer c.wg.Done()
+	defer close(out)
+	buf := make([]byte, 64<<10)
+	var pend []byte
+	for {
+		n, err := f.Read(buf)
+		pend = append(pend, buf[:n]...)
+		mark := *c.mark.Load()
+		for {
+			i := bytes.Index(pend, mark)
+			if i < 0 {
+				break
+			}
+			if i > 0 {
+				out <- bytes.Clone(pend[:i])
+			}
+			out <- nil
+			pend = pend[i+len(mark):]
+		}
+		// Hold back only a tail that could be the start of the mark, so
+		// ordinary output streams at once.
+		keep := 0
+		for k := min(len(mark)-1, len(pend)); k > 0; k-- {
+			if bytes.Equal(pend[len(pend)-k:], mark[:k]) {
+				keep = k
+				break
+			}
+		}
+		if len(pend) > keep {
+			out <- bytes.Clone(pend[:len(pend)-keep])
+			pend = append([]byte(nil), pend[len(pend)-keep:]...)
+		}
+		if err != nil {
+			if len(pend) > 0 {
+				out <- pend
+			}
+			return
+		}
+	}
+}
+
+func (c *child) alive() bool {
+	select {
+	case <-c.exited:
+		return false
+	default:
+	}
+	return c.pidfd >= 0 && unix.PidfdSendSignal(c.pidfd, 0, nil, 0) == nil
+}
+
+// signal sends sig to the child (pid 1 of its namespace: only SIGKILL and
+// signals it handles arrive, pid_namespaces(7)).
+func (c *child) signal(sig unix.Signal) {
+	if c.pidfd >= 0 {
+		unix.PidfdSendSignal(c.pidfd, sig, nil, 0)
+	}
+}
+
+// kill ends the child and everything in its pid namespace.
+func (c *child) kill() {
+	c.killed.Store(true)
+	c.signal(unix.SIGKILL)
+}
+
+// destroy kills the child, waits for its goroutines and frees everything.
+// It is safe to call on a partly built child.
+func (c *child) destroy() {
+	c.kill()
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	if c.stdout != nil {
+		c.stdout.Close()
+	}
+	if c.stderr != nil {
+		c.stderr.Close()
+	}
+	go func() {
+		// Drain so that readers blocked on a full channel can finish.
+		for _, ch := range append([]chan []byte{}, c.outs[:]...) {
+			if ch != nil {
+				for range ch {
+				}
+			}
+		}
+	}()
+	if c.frames != nil {
+		go func() {
+			for range c.frames {
+			}
+		}()
+	}
+	c.wg.Wait()
+	if c.cg != nil {
+		if err := c.cg.Remove(); err != nil {
+			c.p.log.Error("remove child cgroup", "err", err, "sandbox_id", c.id)
+		}
+	}
+	if c.data != nil {
+		c.data.Close()
+	}
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+	c.p.mu.Lock()
+	delete(c.p.live, c.id)
+	c.p.mu.Unlock()
+}
+
+func newNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,185 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Files inside a sandbox are reached through an O_PATH handle on its
+// /mnt/data, opened before any user code ran. Every lookup below it uses
+// openat2(2) with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS|
+// RESOLVE_NO_XDEV, so a symlink, a "..", a bind or a magic link planted by
+// the code can never lead the host outside, and O_NONBLOCK with a regular
+// file check means a FIFO can never block it.
+
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
+
+// Bounds on what a scan of /mnt/data looks at.
+const (
+	maxScanEntries = 10_000
+	maxScanDepth   = 32
+	maxListedFiles = 1000
+)
+
+func openBeneath(dir *os.File, p string, flags int, mode uint32) (*os.File, error) {
+	fd, err := unix.Openat2(int(dir.Fd()), p, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+		Mode:    uint64(mode),
+		Resolve: resolveFlags,
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "openat2", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// writeFile creates p (and its directories) below dir, owned by uid.
+func writeFile(dir *os.File, p string, data []byte, uid int) error {
+	if err := CheckPath(p); err != nil {
+		return err
+	}
+	parts := strings.Split(p, "/")
+	for i := 1; i < len(parts); i++ {
+		d := strings.Join(parts[:i], "/")
+		err := unix.Mkdirat(int(dir.Fd()), d, 0o755)
+		if err == nil {
+			unix.Fchownat(int(dir.Fd()), d, uid, uid, unix.AT_SYMLINK_NOFOLLOW)
+		} else if err != unix.EEXIST {
+			return fmt.Errorf("create directory %s: %w", d, err)
+		}
+	}
+	f, err := openBeneath(dir, p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK, 0o644)
+	if err != nil {
+		return &InputError{"files", fmt.Sprintf("cannot place input file %q: %v", p, errors.Unwrap(err))}
+	}
+	defer f.Close()
+	if err := f.Chown(uid, uid); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		if errors.Is(err, unix.ENOSPC) {
+			return &InputError{"files", "input files exceed the size of the work directory"}
+		}
+		return fmt.Errorf("write input file %s: %w", p, err)
+	}
+	return nil
+}
+
+// fileState is what a scan remembers of a regular file.
+type fileState struct {
+	size  int64
+	mtime unix.Timespec
+	ctime unix.Timespec
+	ino   uint64
+}
+
+// scanFiles lists the regular files below dir. It never follows a
+// symlink and stops at the bounds above.
+func scanFiles(dir *os.File) map[string]fileState {
+	files := map[string]fileState{}
+	entries := 0
+	var walk func(rel string, depth int)
+	walk = func(rel string, depth int) {
+		if depth > maxScanDepth {
+			return
+		}
+		name := rel
+		if name == "" {
+			name = "."
+		}
+		d, err := openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		list, _ := d.ReadDir(maxScanEntries - entries)
+		for _, e := range list {
+			entries++
+			p := path.Join(rel, e.Name())
+			switch {
+			case e.IsDir():
+				walk(p, depth+1)
+			case e.Type().IsRegular():
+				var st unix.Stat_t
+				if unix.Fstatat(int(d.Fd()), e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+					files[p] = fileState{size: st.Size, mtime: st.Mtim, ctime: st.Ctim, ino: st.Ino}
+				}
+			}
+			if entries >= maxScanEntries {
+				return
+			}
+		}
+	}
+	walk("", 0)
+	return files
+}
+
+// collect reports the files that are new or changed since before, storing
+// each in sink when there is one.
+func (c *child) collect(ctx context.Context, before map[string]fileState, sink FileSink) []File {
+	after := scanFiles(c.data)
+	var paths []string
+	for p, st := range after {
+		if old, ok := before[p]; !ok || old != st {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	if len(paths) > maxListedFiles {
+		paths = paths[:maxListedFiles]
+	}
+	files := []File{}
+	for _, p := range paths {
+		f := File{Path: p, Bytes: after[p].size, MIMEType: mimeType(p)}
+		if sink != nil {
+			id, err := c.storeFile(ctx, p, sink)
+			if err != nil {
+				c.p.log.Warn("store output file", "err", err, "sandbox_id", c.id)
+				continue
+			}
+			f.ID = id
+		}
+		files = append(files, f)
+	}
+	return files
+}
+
+func (c *child) storeFile(ctx context.Context, p string, sink FileSink) (string, error) {
+	f, size, err := openRegular(c.data, p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return sink.Put(ctx, p, size, io.LimitReader(f, size))
+}
+
+// openRegular opens p below dir for reading, refusing anything but a
+// regular file.
+func openRegular(dir *os.File, p string) (*os.File, int64, error) {
+	f, err := openBeneath(dir, p, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is not a regular file", p)
+	}
+	return f, st.Size(), nil
+}
+
+func mimeType(p string) string {
+	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}

@@ -1,0 +1,366 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"codeexec/internal/python"
+	"codeexec/internal/sandbox"
+)
+
+// Config configures an Executor. The zero value of each field means its
+// documented default.
+type Config struct {
+	// PoolSize is how many warm children wait for requests (default 4).
+	PoolSize int
+	// Python is the interpreter (default /usr/bin/python3; it must be
+	// under /usr, the only host tree the sandbox sees).
+	Python string
+	// HostUID is the first host uid (and gid) of the 65536 ids the
+	// sandbox maps (default 1,500,000,000). No host user may own them.
+	HostUID int
+	// Defaults and Max bound the per-request limits (defaults
+	// DefaultLimits and MaxLimits).
+	Defaults, Max Limits
+	// WorkdirBytes is the size of each sandbox's /mnt/data (default
+	// 256 MiB); TmpBytes of its /tmp and /dev/shm (default 64 MiB).
+	WorkdirBytes, TmpBytes int64
+	// MaxFiles is the most files (inodes) each of those may hold (default
+	// 10,000); OpenFiles the most open files of a process (default 1024).
+	MaxFiles, OpenFiles int64
+	// ZygoteMemoryBytes caps the zygote's memory (default 2 GiB).
+	ZygoteMemoryBytes int64
+	// MaxCodeBytes is the largest program accepted (default 1 MiB).
+	MaxCodeBytes int
+	// CgroupParent is the cgroup path all sandboxes live under (default
+	// "codeexec"); each executor adds a unique element to it.
+	CgroupParent string
+	// Logger receives the executor's logs (default: discard).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	setDef := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.PoolSize == 0 {
+		c.PoolSize = 4
+	}
+	if c.Python == "" {
+		c.Python = "/usr/bin/python3"
+	}
+	if c.HostUID == 0 {
+		c.HostUID = 1_500_000_000
+	}
+	if c.Defaults == (Limits{}) {
+		c.Defaults = DefaultLimits
+	}
+	if c.Max == (Limits{}) {
+		c.Max = MaxLimits
+	}
+	setDef(&c.WorkdirBytes, 256<<20)
+	setDef(&c.TmpBytes, 64<<20)
+	setDef(&c.MaxFiles, 10_000)
+	setDef(&c.OpenFiles, 1024)
+	setDef(&c.ZygoteMemoryBytes, 2<<30)
+	if c.MaxCodeBytes == 0 {
+		c.MaxCodeBytes = MaxCodeBytes
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "codeexec"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// idRange is the number of ids mapped into the sandbox; children get uids
+// from childUIDBase up.
+const (
+	idRange      = 65536
+	childUIDBase = 1000
+)
+
+// pool is one zygote and its warm children.
+type pool struct {
+	cfg  Config
+	log  *slog.Logger
+	cmd  *exec.Cmd
+	ctrl int // SOCK_SEQPACKET to the zygote
+	cgs  sandbox.Cgroups
+	zcg  sandbox.Cgroup
+
+	warm chan *child
+	dead chan struct{} // closed when the zygote is gone
+	wg   sync.WaitGroup
+	stop context.CancelFunc
+
+	sendMu sync.Mutex
+	mu     sync.Mutex
+	nextID int
+	live   map[int]*child // children spawned and not yet reaped
+}
+
+// startPool starts a zygote and fills the warm pool in the background. It
+// returns once the zygote has preloaded its libraries.
+func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups) (_ *pool, err error) {
+	prog, err := sandbox.SeccompProgram()
+	if err != nil {
+		return nil, fmt.Errorf("build seccomp filter: %w", err)
+	}
+	// The whole environment of the zygote and its children: nothing of the
+	// host's, so no secret of the server can leak into a sandbox.
+	sandboxEnv := map[string]string{
+		"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+		"MPLCONFIGDIR": "/tmp/matplotlib", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+		"NUMEXPR_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+		"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
+	}
+	zc, err := json.Marshal(python.ZygoteConfig{
+		Env:      sandboxEnv,
+		TmpBytes: cfg.TmpBytes, WorkdirBytes: cfg.WorkdirBytes, MaxFiles: cfg.MaxFiles,
+		MaxFileBytes: cfg.Max.FileBytes, MaxOpenFiles: cfg.OpenFiles, MaxProcs: cfg.Max.Procs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	files := python.Files()
+	files["config.json"] = zc
+	files["seccomp.bpf"] = prog
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "zygote-control")
+	defer theirs.Close()
+	p := &pool{
+		cfg: cfg, log: cfg.Logger, ctrl: fds[0], cgs: cgs,
+		warm: make(chan *child, cfg.PoolSize), dead: make(chan struct{}),
+		live: map[int]*child{},
+	}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.zcg, err = cgs.New("zygote"); err != nil {
+		return nil, err
+	}
+	if err := p.zcg.SetLimits(sandbox.Limits{MemoryBytes: cfg.ZygoteMemoryBytes, Pids: 64}); err != nil {
+		return nil, err
+	}
+	var env []string
+	for k, v := range sandboxEnv {
+		env = append(env, k+"="+v)
+	}
+	// The zygote's stderr goes to ours: it only ever prints set-up failures.
+	p.cmd, err = sandbox.Start(sandbox.Config{
+		Path: cfg.Python, Args: []string{"python3", "-I", "-B", "/run/codeexec/zygote.py"},
+		Env: env, Files: files, ExtraFiles: []*os.File{theirs},
+		HostUID: cfg.HostUID, HostGID: cfg.HostUID, IDCount: idRange, Stderr: os.Stderr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.dead)
+	}()
+	if err := p.zcg.Add(p.cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	// Wait for {"op":"ready"}: the zygote has imported everything.
+	ready := make(chan error, 1)
+	go func() {
+		var msg python.Control
+		_, err := p.recvControl(&msg)
+		if err == nil && msg.Op != "ready" {
+			err = fmt.Errorf("zygote said %q before ready", msg.Op)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return nil, fmt.Errorf("start zygote: %w", err)
+		}
+	case <-p.dead:
+		return nil, fmt.Errorf("start zygote: exited (%v); its error is on stderr", p.cmd.ProcessState)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	p.wg.Add(2)
+	go p.readControl()
+	go p.refill(rctx)
+	return p, nil
+}
+
+// recvControl reads one message from the zygote, with any fds it carries.
+func (p *pool) recvControl(msg *python.Control) ([]int, error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := unix.Recvmsg(p.ctrl, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("read zygote control: %w", err)
+	}
+	if n == 0 {
+		return nil, errors.New("zygote closed its control socket")
+	}
+	var fds []int
+	if oobn > 0 {
+		scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err == nil {
+			for _, scm := range scms {
+				if rights, err := unix.ParseUnixRights(&scm); err == nil {
+					fds = append(fds, rights...)
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(buf[:n], msg); err != nil {
+		closeFDs(fds)
+		return nil, fmt.Errorf("zygote message: %w", err)
+	}
+	return fds, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// readControl dispatches the zygote's messages until the socket closes.
+func (p *pool) readControl() {
+	defer p.wg.Done()
+	for {
+		var msg python.Control
+		fds, err := p.recvControl(&msg)
+		if err != nil {
+			p.mu.Lock()
+			for _, c := range p.live {
+				c.markExited(-1, 0)
+			}
+			p.live = map[int]*child{}
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Lock()
+		c := p.live[msg.ID]
+		if msg.Op == "exited" {
+			delete(p.live, msg.ID)
+		}
+		p.mu.Unlock()
+		switch {
+		case c == nil:
+			closeFDs(fds)
+		case msg.Op == "spawned" && len(fds) == 3:
+			c.spawned <- fds
+		case msg.Op == "exited":
+			closeFDs(fds)
+			c.markExited(msg.Code, msg.Signal)
+		default:
+			closeFDs(fds)
+			p.log.Warn("unexpected zygote message", "op", msg.Op, "fds", len(fds))
+		}
+	}
+}
+
+func (p *pool) sendControl(msg python.Control) error {
+	data, _ := json.Marshal(msg)
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	return unix.Sendmsg(p.ctrl, data, nil, nil, 0)
+}
+
+// refill keeps the warm channel full until ctx ends.
+func (p *pool) refill(ctx context.Context) {
+	defer p.wg.Done()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		c, err := p.spawn(ctx)
+		if err != nil {
+			select {
+			case <-p.dead:
+				p.log.Error("zygote exited; no more sandboxes", "state", p.cmd.ProcessState)
+				return
+			default:
+			}
+			if ctx.Err() == nil {
+				p.log.Error("spawn sandbox", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		select {
+		case p.warm <- c:
+		case <-ctx.Done():
+			c.destroy()
+		}
+	}
+}
+
+// get takes a warm child, waiting for one while ctx allows.
+func (p *pool) get(ctx context.Context) (*child, error) {
+	for {
+		select {
+		case c := <-p.warm:
+			if c.alive() {
+				return c, nil
+			}
+			c.destroy()
+		case <-p.dead:
+			return nil, ErrUnavailable
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// close kills the zygote and everything it spawned and removes the
+// cgroups. It waits for every goroutine of the pool.
+func (p *pool) close() {
+	if p.stop != nil {
+		p.stop()
+	}
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		<-p.dead
+	}
+	unix.Shutdown(p.ctrl, unix.SHUT_RDWR)
+	p.wg.Wait()
+	unix.Close(p.ctrl)
+	for {
+		select {
+		case c := <-p.warm:
+			c.destroy()
+			continue
+		default:
+		}
+		break
+	}
+	if p.zcg != nil {
+		if err := p.zcg.Remove(); err != nil {
+			p.log.Error("remove zygote cgroup", "err", err)
+		}
+	}
+}

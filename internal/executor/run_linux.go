@@ -1,0 +1,195 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"codeexec/internal/python"
+	"codeexec/internal/sandbox"
+)
+
+// interruptGrace is how long a session's code gets to stop after SIGINT
+// before its process is killed.
+const interruptGrace = 2 * time.Second
+
+// run executes req on c with resolved limits l. In a session (keep) a
+// limit first interrupts the code and kills the process only if it does not
+// stop within interruptGrace; otherwise the child is killed at once. The
+// caller destroys a child that is not kept or whose process ended.
+func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (*Result, error) {
+	res := &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
+	if err := c.cg.SetLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
+		return nil, err
+	}
+	oomBefore, _ := c.cg.OOMKills()
+	for _, f := range req.Files {
+		if err := writeFile(c.data, f.Path, f.Data, c.p.cfg.HostUID+c.uid); err != nil {
+			return nil, err
+		}
+	}
+	before := scanFiles(c.data)
+	nonce := newNonce()
+	mark := []byte("\x00" + nonce + "\x00")
+	c.mark.Store(&mark)
+	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Nonce: nonce, MaxFileBytes: l.FileBytes}); err != nil {
+		return nil, fmt.Errorf("send code to sandbox: %w", err)
+	}
+	start := time.Now()
+	timer := time.NewTimer(l.Timeout)
+	defer timer.Stop()
+	var grace, drain <-chan time.Time
+
+	var (
+		out       [2]strings.Builder
+		ended     [2]bool // end mark or EOF seen
+		done      *python.Event
+		gone      bool // the socket closed: the process is dead
+		stop      Status
+		stopValue string
+	)
+	halt := func(s Status, value string) {
+		if stop != "" {
+			return
+		}
+		stop, stopValue = s, value
+		if keep && !gone {
+			c.signal(unix.SIGINT)
+			grace = time.After(interruptGrace)
+		} else {
+			c.kill()
+		}
+	}
+	frames, outs := c.frames, c.outs
+	for !(done != nil && ended[0] && ended[1]) && !(gone && ended[0] && ended[1]) {
+		select {
+		case f, ok := <-frames:
+			switch {
+			case !ok:
+				gone, frames = true, nil
+				c.kill() // whatever is left of its namespace
+			case f.err != nil:
+				halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
+				c.kill()
+			case f.ev.Type == "display":
+				res.Displays = append(res.Displays, f.ev.Bundle)
+				if req.OnEvent != nil {
+					req.OnEvent(Event{Kind: "display", Bundle: f.ev.Bundle})
+				}
+			case f.ev.Type == "done":
+				done = f.ev
+				// The end marks follow at once unless the code broke
+				// its own stdout or stderr (closed or replaced fd 1).
+				drain = time.After(time.Second)
+			}
+		case chunk, ok := <-outs[0]:
+			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt)
+		case chunk, ok := <-outs[1]:
+			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt)
+		case <-timer.C:
+			halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
+		case <-drain:
+			ended = [2]bool{true, true}
+		case <-grace:
+			grace = nil
+			res.SessionEnded = true
+			c.kill()
+		case <-ctx.Done():
+			halt(StatusKilled, "cancelled: "+context.Cause(ctx).Error())
+			ctx = context.Background()
+		}
+	}
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	res.Stdout, res.Stderr = out[0].String(), out[1].String()
+	if gone {
+		res.SessionEnded = keep
+	} else if !keep {
+		c.kill() // single use: nothing it started may touch the files we collect
+	}
+	oomAfter, _ := c.cg.OOMKills()
+	oom := oomAfter > oomBefore
+	switch {
+	case stop != "":
+		res.Status, res.Error = stop, &python.Error{Name: errorName(stop), Value: stopValue}
+		if stop == StatusTimeout && keep {
+			if res.SessionEnded {
+				res.Error.Value += "; the code did not stop when interrupted, so the session's process was killed"
+			} else {
+				res.Error.Value += "; the code was interrupted and the session continues"
+			}
+		}
+	case oom || (done != nil && done.Error != nil && done.Error.Name == "MemoryError"):
+		res.Status = StatusMemoryLimit
+		res.Error = &python.Error{Name: "MemoryError", Value: fmt.Sprintf("memory limit of %d MiB exceeded", l.MemoryBytes>>20)}
+	case done != nil:
+		res.Status, res.Result, res.Error = Status(done.Status), done.Result, done.Error
+	default:
+		res.Status, res.Error = StatusKilled, c.death()
+	}
+	res.Files = c.collect(ctx, before, req.Sink)
+	return res, nil
+}
+
+// output handles one chunk of stream i (0 stdout, 1 stderr).
+func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, b *strings.Builder, ended *bool, ch *chan []byte, l Limits, halt func(Status, string)) {
+	if !ok {
+		*ended, *ch = true, nil
+		return
+	}
+	if chunk == nil {
+		*ended = true
+		return
+	}
+	trunc := &res.Truncated.Stdout
+	kind := "stdout"
+	if i == 1 {
+		trunc, kind = &res.Truncated.Stderr, "stderr"
+	}
+	if *trunc {
+		return
+	}
+	if room := l.OutputBytes - int64(b.Len()); int64(len(chunk)) > room {
+		chunk = chunk[:room]
+		*trunc = true
+		halt(StatusOutputLimit, fmt.Sprintf("%s exceeded the output limit of %d bytes", kind, l.OutputBytes))
+	}
+	b.Write(chunk)
+	if req.OnEvent != nil && len(chunk) > 0 {
+		req.OnEvent(Event{Kind: kind, Text: chunk})
+	}
+}
+
+// death explains an exit without a result, from what the zygote saw.
+func (c *child) death() *python.Error {
+	select {
+	case <-c.exited:
+	case <-time.After(time.Second):
+		return &python.Error{Name: "Killed", Value: "the sandbox process ended without a result"}
+	}
+	switch {
+	case c.exitSig == int(unix.SIGSYS):
+		return &python.Error{Name: "Killed", Value: "killed by signal SIGSYS: a forbidden system call"}
+	case c.exitSig != 0:
+		return &python.Error{Name: "Killed", Value: fmt.Sprintf("killed by signal %s", unix.SignalName(unix.Signal(c.exitSig)))}
+	default:
+		return &python.Error{Name: "Killed", Value: fmt.Sprintf("the process exited with code %d", c.exitCode)}
+	}
+}
+
+func errorName(s Status) string {
+	switch s {
+	case StatusTimeout:
+		return "TimeoutError"
+	case StatusOutputLimit:
+		return "OutputLimitExceeded"
+	}
+	return "Killed"
+}
+
+// seconds formats d like "30 s" or "1.5 s".
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%g s", d.Seconds())
+}

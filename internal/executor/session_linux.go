@@ -1,0 +1,179 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Session is a sandbox kept alive across executions, so that variables,
+// imports and files persist. One execution runs at a time; others wait.
+type Session struct {
+	e    *Executor
+	c    *child
+	idle time.Duration
+
+	turn   chan struct{} // holds one token: the right to use c
+	done   chan struct{} // closed when the session ends
+	once   sync.Once
+	timer  *time.Timer
+	mu     sync.Mutex
+	reason error
+}
+
+// NewSession starts a session that ends after idle without executions (0
+// means never; the caller then must Close it).
+func (e *Executor) NewSession(ctx context.Context, idle time.Duration) (*Session, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	c, err := e.pool.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{e: e, c: c, idle: idle, turn: make(chan struct{}, 1), done: make(chan struct{})}
+	s.turn <- struct{}{}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		c.destroy()
+		return nil, ErrClosed
+	}
+	e.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	if idle > 0 {
+		s.timer = time.AfterFunc(idle, func() { s.end(ErrSessionEnded) })
+	}
+	return s, nil
+}
+
+// Done is closed when the session has ended (Close, idle timeout, or its
+// process died).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Execute runs req in the session. It returns ErrSessionEnded once the
+// session is over.
+func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
+	l, err := s.e.check(&req)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.turn:
+	case <-s.done:
+		return nil, ErrSessionEnded
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { s.turn <- struct{}{} }()
+	select {
+	case <-s.done:
+		return nil, ErrSessionEnded
+	default:
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	res, err := s.c.run(ctx, &req, l, true)
+	if err != nil || res.SessionEnded || !s.c.alive() {
+		if res != nil {
+			res.SessionEnded = true
+		}
+		s.end(ErrSessionEnded)
+	} else if s.timer != nil {
+		s.timer.Reset(s.idle)
+	}
+	return res, err
+}
+
+// Files lists the regular files in the session's /mnt/data with sizes.
+func (s *Session) Files() ([]File, error) {
+	select {
+	case <-s.done:
+		return nil, ErrSessionEnded
+	default:
+	}
+	return s.c.collect(context.Background(), nil, nil), nil
+}
+
+// Open opens a file of the session's /mnt/data for reading.
+func (s *Session) Open(path string) (*os.File, int64, error) {
+	if err := CheckPath(path); err != nil {
+		return nil, 0, err
+	}
+	return openRegular(s.c.data, path)
+}
+
+// WriteFile places a file in the session's /mnt/data.
+func (s *Session) WriteFile(path string, data []byte) error {
+	if err := CheckPath(path); err != nil {
+		return err
+	}
+	return writeFile(s.c.data, path, data, s.e.cfg.HostUID+s.c.uid)
+}
+
+// Close ends the session and frees its sandbox. It is safe to call more
+// than once.
+func (s *Session) Close() { s.end(ErrSessionEnded) }
+
+func (s *Session) end(reason error) {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.reason = reason
+		s.mu.Unlock()
+		close(s.done)
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		s.c.kill()
+		s.e.mu.Lock()
+		delete(s.e.sessions, s)
+		s.e.mu.Unlock()
+		// Wait for a running execution to notice, then free everything.
+		s.e.wg.Add(1)
+		go func() {
+			defer s.e.wg.Done()
+			<-s.turn
+			s.c.destroy()
+		}()
+	})
+}
+
+// ChildMemory measures a warm child that ran print(1) in a session: its
+// private dirty memory and its proportional set size (PSS), in bytes, from
+// /proc/PID/smaps_rollup (proc(5)).
+func (e *Executor) ChildMemory(ctx context.Context) (privateDirty, pss int64, err error) {
+	s, err := e.NewSession(ctx, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Close()
+	if _, err := s.Execute(ctx, Request{Code: "print(1)"}); err != nil {
+		return 0, 0, err
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", s.c.pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "Private_Dirty:":
+			privateDirty = kb << 10
+		case "Pss:":
+			pss = kb << 10
+		}
+	}
+	return privateDirty, pss, nil
+}

@@ -1,0 +1,238 @@
+"""codeexec runner: executes code like a notebook cell inside a warm child.
+
+Frames on the child's socket are a 4-byte big-endian length and a JSON
+object. Go sends {"op": "exec", "code": ..., "nonce": ..., "max_file_bytes": N};
+the runner answers with any number of {"type": "display", "bundle": {...}}
+and one {"type": "done", "status": "ok"|"error", "result": bundle|null,
+"error": {...}|null}. Before "done" it writes the nonce, framed by NULs, to
+stdout and stderr so Go knows both pipes are drained up to this execution.
+The first frame the runner sends is {"type": "ready"}.
+"""
+
+import ast
+import base64
+import builtins
+import io
+import json
+import linecache
+import os
+import resource
+import signal
+import struct
+import sys
+import traceback
+
+_sock = None
+_cell = 0
+_running = False  # True while user code runs: only then does SIGINT interrupt
+
+MAX_TEXT = 256 << 10  # longest text/plain or text/html a bundle carries
+
+
+def warm():
+    """Runs in the zygote: touches the paths the first cell would use."""
+    bundle(1.5)
+    _run("x = 1\nx + 1", {"__name__": "__main__"})
+
+
+def send(obj):
+    data = json.dumps(obj, default=str).encode()
+    _sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def recv():
+    head = _recv_exact(4)
+    if head is None:
+        return None
+    return json.loads(_recv_exact(struct.unpack(">I", head)[0]))
+
+
+def _recv_exact(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = _sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _clip(s):
+    return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + "\n... [truncated]"
+
+
+def _figure_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+_REPRS = (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+          ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+          ("_repr_jpeg_", "image/jpeg"), ("_repr_latex_", "text/latex"),
+          ("_repr_json_", "application/json"))
+
+
+def bundle(obj):
+    """Returns obj's MIME bundle, as a notebook would display it."""
+    out = {}
+    try:
+        from matplotlib.figure import Figure
+        if isinstance(obj, Figure):
+            out["image/png"] = _figure_png(obj)
+    except Exception:
+        pass
+    for meth, mime in _REPRS:
+        if mime in out:
+            continue
+        try:
+            f = getattr(obj, meth, None)
+            if not callable(f) or isinstance(obj, type):
+                continue
+            v = f()
+        except Exception:
+            continue
+        if isinstance(v, tuple):
+            v = v[0]
+        if v is None:
+            continue
+        if isinstance(v, bytes):
+            v = base64.b64encode(v).decode()
+        elif mime == "application/json":
+            pass
+        else:
+            v = _clip(str(v))
+        out[mime] = v
+    try:
+        out["text/plain"] = _clip(repr(obj))
+    except Exception as e:
+        out["text/plain"] = "<unprintable %s: %r>" % (type(obj).__name__, e)
+    return out
+
+
+def display(*objs, **kwargs):
+    """Shows each object as a display of the running cell, like IPython's."""
+    for obj in objs:
+        if kwargs.get("raw") and isinstance(obj, dict):
+            send({"type": "display", "bundle": obj})
+        else:
+            send({"type": "display", "bundle": bundle(obj)})
+
+
+def show_figures(*args, **kwargs):
+    """Replaces plt.show: every open figure becomes a display, then closes."""
+    import matplotlib.pyplot as plt
+    for num in plt.get_fignums():
+        fig = plt.figure(num)
+        send({"type": "display", "bundle": {"image/png": _figure_png(fig), "text/plain": repr(fig)}})
+    plt.close("all")
+
+
+def _user_traceback(e, filenames):
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename in filenames]
+    text = ""
+    if frames:
+        text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+    return text + "".join(traceback.format_exception_only(type(e), e))
+
+
+def _run(code, g):
+    """Runs code in globals g; returns (result bundle or None)."""
+    global _cell
+    _cell += 1
+    name = "<cell %d>" % _cell
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    tree = ast.parse(code, filename=name, mode="exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, name, "exec"), g)
+    if last is None:
+        return None
+    value = eval(compile(last, name, "eval"), g)
+    if value is None:
+        return None
+    g["_"] = value
+    return bundle(value)
+
+
+_filenames = set()
+
+
+def execute(msg, g):
+    code = msg["code"]
+    result, error = None, None
+    try:
+        lim = msg.get("max_file_bytes")
+        if lim:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
+        _filenames.add("<cell %d>" % (_cell + 1))
+        global _running
+        _running = True
+        try:
+            result = _run(code, g)
+        finally:
+            _running = False
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            error = {"name": "SystemExit", "value": str(e.code), "traceback": "SystemExit: %s\n" % (e.code,)}
+    except BaseException as e:
+        error = {"name": type(e).__name__, "value": _clip(str(e)), "traceback": _clip(_user_traceback(e, _filenames))}
+    try:
+        import matplotlib.pyplot as plt
+        if plt.get_fignums():
+            show_figures()
+    except BaseException as e:
+        if error is None:
+            error = {"name": type(e).__name__, "value": str(e), "traceback": _user_traceback(e, _filenames)}
+    return result, error
+
+
+def _finish(nonce):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    mark = b"\x00" + nonce.encode() + b"\x00"
+    for fd in (1, 2):
+        os.write(fd, mark)
+
+
+def _on_sigint(signum, frame):
+    # Go interrupts a session's execution that ran out of time; outside
+    # user code the runner must not be torn down by it.
+    if _running:
+        raise KeyboardInterrupt
+
+
+def serve(sock):
+    """Runs in the child: answers exec requests until Go closes the socket."""
+    global _sock
+    _sock = sock
+    sys.stdin = open(os.devnull)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
+    builtins.display = display
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        import matplotlib.pyplot as plt
+        plt.show = show_figures
+    except Exception:
+        pass
+    g = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+    send({"type": "ready"})
+    while True:
+        msg = recv()
+        if msg is None:
+            os._exit(0)
+        if msg.get("op") != "exec":
+            continue
+        result, error = execute(msg, g)
+        try:
+            _finish(msg["nonce"])
+        except BaseException:
+            pass
+        send({"type": "done", "status": "error" if error else "ok", "result": result, "error": error})

@@ -1,0 +1,229 @@
+"""codeexec zygote: preloads the libraries once, then forks isolated children.
+
+It runs as root of the outer sandbox's user namespace (pid 1 of its pid
+namespace) and never runs user code. Go talks to it over fd 3, a
+SOCK_SEQPACKET socket, one JSON object per message:
+
+  Go -> zygote   {"op": "spawn", "id": N, "uid": U}
+  zygote -> Go   {"op": "ready"}                       once, after preloading
+                 {"op": "spawned", "id": N, "pid": P}  + SCM_RIGHTS [sock, stdout, stderr]
+                 {"op": "exited", "id": N, "code": C, "signal": S}
+
+A child isolates itself (namespaces, mounts, uid, rlimits, no_new_privs,
+seccomp) before it reads anything from its socket; see child_main.
+"""
+
+import array
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+sys.path.insert(0, "/run/codeexec")
+
+CONFIG = json.load(open("/run/codeexec/config.json"))
+
+libc = ctypes.CDLL(None, use_errno=True)
+# prctl is variadic: without argtypes ctypes would pass 32-bit ints where the
+# kernel reads unsigned longs.
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_DUMPABLE = 4
+
+
+def check(ret, what):
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+
+def mount(src, target, fstype, flags, data):
+    check(libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
+                     ctypes.c_ulong(flags), data.encode() if data else None), "mount " + target)
+
+
+def preload():
+    """Imports and warms the libraries so that no child pays for it."""
+    import io
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy
+    import pandas
+    import scipy
+    import scipy.optimize
+    import scipy.stats
+    import sympy
+    try:
+        import requests  # noqa: F401
+    except ImportError:
+        pass
+    import runner
+    # Warm the lazy paths a first request would otherwise pay for.
+    df = pandas.DataFrame({"k": numpy.arange(100) % 3, "v": numpy.arange(100.0)})
+    df.groupby("k")["v"].agg(["mean", "sum"])
+    df._repr_html_()
+    repr(df)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    ax.bar(["a", "b"], [1, 2])
+    ax.set_title("warm")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close("all")
+    scipy.stats.ttest_ind([1, 2, 3], [2, 3, 4])
+    sympy.solve(sympy.Symbol("x") ** 2 - 1)
+    sympy.latex(sympy.Symbol("x") ** 2)
+    runner.warm()
+
+
+def child_main(sock, out_w, err_w, uid):
+    """Runs in the forked child, pid 1 of its own pid namespace."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    mode = "mode=1777,nr_inodes=%d" % CONFIG["max_files"]
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "%s,size=%d" % (mode, CONFIG["tmp_bytes"]))
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "%s,size=%d" % (mode, CONFIG["tmp_bytes"]))
+    mount("tmpfs", "/mnt/data", "tmpfs", MS_NOSUID | MS_NODEV,
+          "mode=0755,uid=%d,gid=%d,size=%d,nr_inodes=%d" % (uid, uid, CONFIG["workdir_bytes"], CONFIG["max_files"]))
+    check(libc.sethostname(b"sandbox", 7), "sethostname")
+
+    # Standard streams: stdin is empty, stdout and stderr are pipes Go reads.
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    keep = sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+    import resource
+    for name, value in (("RLIMIT_NOFILE", CONFIG["max_open_files"]), ("RLIMIT_NPROC", CONFIG["max_procs"]),
+                        ("RLIMIT_CORE", 0), ("RLIMIT_FSIZE", CONFIG["max_file_bytes"])):
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+    # A unique unprivileged uid: drops every capability (capabilities(7)).
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    install_seccomp(SECCOMP)
+
+    os.chdir("/mnt/data")
+    os.environ.clear()
+    os.environ.update(CONFIG["env"])
+    os.environ["HOME"] = "/mnt/data"
+    os.makedirs("/tmp/matplotlib", exist_ok=True)
+    import runner
+    runner.serve(sock)
+
+
+def install_seccomp(prog):
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "seccomp")
+
+
+def spawn(ctrl, msg, orig_pidns, children):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    # The child becomes pid 1 of a fresh pid namespace; setns restores ours
+    # for later forks (pid_namespaces(7), setns(2)).
+    check(libc.unshare(CLONE_NEWPID), "unshare pid")
+    try:
+        pid = os.fork()
+    except BaseException:
+        pid = -1
+    if pid != 0 and libc.setns(orig_pidns, CLONE_NEWPID) != 0:
+        os._exit(70)  # later forks would land in the wrong namespace
+    if pid < 0:
+        raise OSError("fork failed")
+    if pid == 0:
+        try:
+            ours.close()
+            os.close(out_r)
+            os.close(err_r)
+            ctrl.close()
+            child_main(theirs, out_w, err_w, msg["uid"])
+        except BaseException as e:  # report set-up failures on stderr, never return into the zygote loop
+            try:
+                os.write(2, ("codeexec child set-up: %r\n" % (e,)).encode())
+            finally:
+                os._exit(71)
+        os._exit(0)
+    children[pid] = msg["id"]
+    send(ctrl, {"op": "spawned", "id": msg["id"], "pid": pid}, [ours.fileno(), out_r, err_r])
+    ours.close()
+    for fd in (out_r, err_r, out_w, err_w):
+        os.close(fd)
+    theirs.close()
+
+
+def send(ctrl, obj, fds=()):
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    ctrl.sendmsg([json.dumps(obj).encode()], anc)
+
+
+def reap(ctrl, children):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        cid = children.pop(pid, None)
+        if cid is not None:
+            send(ctrl, {"op": "exited", "id": cid,
+                        "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
+                        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0})
+
+
+def main():
+    global SECCOMP
+    ctrl = socket.socket(fileno=3)
+    SECCOMP = open("/run/codeexec/seccomp.bpf", "rb").read()
+    preload()
+    gc.collect()
+    gc.freeze()  # keep the preloaded heap shared copy-on-write across children
+
+    orig_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children = {}
+    send(ctrl, {"op": "ready"})
+    while True:
+        ready, _, _ = select.select([ctrl, wake_r], [], [])
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            reap(ctrl, children)
+        if ctrl in ready:
+            data = ctrl.recv(65536)
+            if not data:
+                return  # Go closed the control socket: shut down
+            msg = json.loads(data)
+            if msg.get("op") == "spawn":
+                spawn(ctrl, msg, orig_pidns, children)
+
+
+if __name__ == "__main__":
+    main()
