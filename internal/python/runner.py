@@ -30,9 +30,17 @@ MAX_TEXT = 256 << 10  # longest text/plain or text/html a bundle carries
 
 
 def warm():
-    """Runs in the zygote: touches the paths the first cell would use."""
+    """Runs the paths a first cell uses (in the zygote, and again in each
+    child before its first request)."""
+    global _cell
     bundle(1.5)
-    _run("x = 1\nx + 1", {"__name__": "__main__"})
+    g = {"__name__": "__main__"}
+    _run("x = 1\nstr(x)\nx + 1", g)
+    _user_traceback(ValueError("warm"), set())
+    json.dumps({"type": "done", "status": "ok", "result": bundle(2), "error": None})
+    import matplotlib.pyplot as plt
+    plt.get_fignums()
+    _cell = 0
 
 
 def send(obj):

@@ -9,6 +9,11 @@ import (
 
 func startPython(t *testing.T, code string) (stdout, stderr string, err error) {
 	t.Helper()
+	return startPythonEnv(t, code, nil)
+}
+
+func startPythonEnv(t *testing.T, code string, env []string) (stdout, stderr string, err error) {
+	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		requireOrSkip(t, "/usr/bin/python3 is missing (apt-get install python3)")
@@ -16,8 +21,8 @@ func startPython(t *testing.T, code string) (stdout, stderr string, err error) {
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
 	cmd, err := Start(Config{
-		Path: "/usr/bin/python3", Args: []string{"python3", "-I", "-c", code},
-		Env:     []string{"PATH=/usr/bin:/bin"},
+		Path: "/usr/bin/python3", Args: []string{"python3", "-s", "-c", code},
+		Env:     append([]string{"PATH=/usr/bin:/bin"}, env...),
 		Files:   map[string][]byte{"hello": []byte("hi")},
 		HostUID: 3_000_000, HostGID: 3_000_000, IDCount: 65536,
 		Stderr: errW, ExtraFiles: []*os.File{outW},
@@ -78,7 +83,7 @@ say("numpy", int(numpy.arange(10).sum()))
 		t.Fatalf("sandboxed python: %v\nstderr: %s", err, errOut)
 	}
 	for _, want := range []string{
-		"root=['bin', 'dev', 'etc', 'lib', 'lib64', 'mnt', 'proc', 'run', 'sbin', 'tmp', 'usr']",
+		"root=['bin', 'dev', 'etc', 'lib', 'lib64', 'mnt', 'proc', 'run', 'sbin', 'sys', 'tmp', 'usr', 'var']",
 		"uid=(0, 0)", "pid=1", "hostname='sandbox'", "file='hi'",
 		"write /=30", "write /usr/x=30", "write /etc/x=30", "write /run/codeexec/x=30",
 		"tmp='ok'", "numpy=45",
