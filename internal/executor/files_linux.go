@@ -8,6 +8,7 @@ import (
 	"mime"
 	"os"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -42,19 +43,23 @@ func openBeneath(dir *os.File, p string, flags int, mode uint32) (*os.File, erro
 	return os.NewFile(uintptr(fd), p), nil
 }
 
-// writeFile creates p (and its directories) below dir, owned by uid.
+// writeFile creates p (and its directories) below dir as host uid uid,
+// the child's own uid: the child's tmpfs belongs to the sandbox's user
+// namespace, where the host's root has no id, so the kernel refuses to
+// create files as root there (EOVERFLOW).
 func writeFile(dir *os.File, p string, data []byte, uid int) error {
 	if err := CheckPath(p); err != nil {
 		return err
 	}
+	return asUser(uid, func() error { return writeFileAs(dir, p, data) })
+}
+
+func writeFileAs(dir *os.File, p string, data []byte) error {
 	parts := strings.Split(p, "/")
 	for i := 1; i < len(parts); i++ {
 		d := strings.Join(parts[:i], "/")
-		err := unix.Mkdirat(int(dir.Fd()), d, 0o755)
-		if err == nil {
-			unix.Fchownat(int(dir.Fd()), d, uid, uid, unix.AT_SYMLINK_NOFOLLOW)
-		} else if err != unix.EEXIST {
-			return fmt.Errorf("create directory %s: %w", d, err)
+		if err := unix.Mkdirat(int(dir.Fd()), d, 0o755); err != nil && err != unix.EEXIST {
+			return &InputError{"files", fmt.Sprintf("cannot create directory %q for an input file: %v", d, err)}
 		}
 	}
 	f, err := openBeneath(dir, p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK, 0o644)
@@ -62,8 +67,8 @@ func writeFile(dir *os.File, p string, data []byte, uid int) error {
 		return &InputError{"files", fmt.Sprintf("cannot place input file %q: %v", p, errors.Unwrap(err))}
 	}
 	defer f.Close()
-	if err := f.Chown(uid, uid); err != nil {
-		return err
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return &InputError{"files", fmt.Sprintf("cannot place input file %q: not a regular file", p)}
 	}
 	if _, err := f.Write(data); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
@@ -182,4 +187,21 @@ func mimeType(p string) string {
 		return t
 	}
 	return "application/octet-stream"
+}
+
+// asUser runs f on a thread whose file-system ids are uid (setfsuid(2)),
+// so files are created as that user. fsuid is per thread: the thread is
+// locked for the call and retired if the ids cannot be restored.
+func asUser(uid int, f func() error) error {
+	runtime.LockOSThread()
+	unix.Setfsgid(uid)
+	unix.Setfsuid(uid)
+	err := f()
+	unix.Setfsuid(0)
+	unix.Setfsgid(0)
+	if prev, _ := unix.SetfsuidRetUid(-1); prev != 0 {
+		return err // leave the thread locked: it dies with this goroutine
+	}
+	runtime.UnlockOSThread()
+	return err
 }

@@ -1,0 +1,265 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNotebookSemantics(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	tests := []struct {
+		name       string
+		code       string
+		wantStatus Status
+		check      func(t *testing.T, r *Result)
+	}{
+		{"last expression html", "import pandas as pd\npd.DataFrame({'a': [1, 2]})", StatusOK, func(t *testing.T, r *Result) {
+			if _, ok := r.Result["text/html"]; !ok {
+				t.Errorf("DataFrame result lacks text/html: %v", r.Result)
+			}
+		}},
+		{"no result for None", "x = 1\nNone", StatusOK, func(t *testing.T, r *Result) {
+			if r.Result != nil {
+				t.Errorf("result = %v, want none", r.Result)
+			}
+		}},
+		{"display calls in order", "display('a')\ndisplay(2)", StatusOK, func(t *testing.T, r *Result) {
+			var got []string
+			for _, d := range r.Displays {
+				got = append(got, d["text/plain"].(string))
+			}
+			if diff := cmp.Diff([]string{"'a'", "2"}, got); diff != "" {
+				t.Errorf("displays (-want +got):\n%s", diff)
+			}
+		}},
+		{"figures shown and left open", "import matplotlib.pyplot as plt\nplt.plot([1,2])\nplt.show()\nplt.figure()\nplt.bar(['a'], [1])", StatusOK, func(t *testing.T, r *Result) {
+			if len(r.Displays) != 2 {
+				t.Errorf("got %d displays, want 2 (one shown, one left open)", len(r.Displays))
+			}
+		}},
+		{"stdout and stderr apart", "import sys\nprint('out')\nprint('err', file=sys.stderr)", StatusOK, func(t *testing.T, r *Result) {
+			if r.Stdout != "out\n" || r.Stderr != "err\n" {
+				t.Errorf("stdout %q stderr %q", r.Stdout, r.Stderr)
+			}
+		}},
+		{"subprocess output captured", "import subprocess\nsubprocess.run(['echo', 'from child'])", StatusOK, func(t *testing.T, r *Result) {
+			if !strings.Contains(r.Stdout, "from child") {
+				t.Errorf("stdout %q lacks the subprocess's output", r.Stdout)
+			}
+		}},
+		{"traceback shows user lines only", "def f():\n    return 1/0\nf()", StatusError, func(t *testing.T, r *Result) {
+			if r.Error.Name != "ZeroDivisionError" || r.Error.Value != "division by zero" {
+				t.Errorf("error = %+v", r.Error)
+			}
+			if !strings.Contains(r.Error.Traceback, "return 1/0") || strings.Contains(r.Error.Traceback, "runner.py") {
+				t.Errorf("traceback = %q", r.Error.Traceback)
+			}
+		}},
+		{"syntax error", "def (:", StatusError, func(t *testing.T, r *Result) {
+			if r.Error.Name != "SyntaxError" {
+				t.Errorf("error = %+v", r.Error)
+			}
+		}},
+		{"sys.exit(0) is ok", "import sys\nprint('bye')\nsys.exit(0)", StatusOK, nil},
+		{"sys.exit(3) is an error", "import sys\nsys.exit(3)", StatusError, nil},
+		{"os._exit ends without a result", "import os\nos._exit(7)", StatusKilled, func(t *testing.T, r *Result) {
+			if !strings.Contains(r.Error.Value, "code 7") {
+				t.Errorf("error = %+v", r.Error)
+			}
+		}},
+		{"closed stdout still finishes", "import os\nos.close(1)\n1", StatusOK, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := e.Execute(context.Background(), Request{Code: tt.code, Limits: Limits{Timeout: 10 * time.Second}})
+			if err != nil {
+				t.Fatalf("Execute: %v", err)
+			}
+			if r.Status != tt.wantStatus {
+				t.Fatalf("status = %s, want %s; error %+v; stderr %q", r.Status, tt.wantStatus, r.Error, r.Stderr)
+			}
+			if tt.check != nil {
+				tt.check(t, r)
+			}
+		})
+	}
+}
+
+func TestStreamingEvents(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	var mu sync.Mutex
+	var kinds []string
+	var first time.Time
+	start := time.Now()
+	r, err := e.Execute(context.Background(), Request{
+		Code: "import time, sys\nprint('a', flush=True)\ntime.sleep(0.5)\ndisplay(1)\nprint('b', file=sys.stderr)",
+		OnEvent: func(ev Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(kinds) == 0 {
+				first = time.Now()
+			}
+			kinds = append(kinds, ev.Kind)
+		},
+	})
+	if err != nil || r.Status != StatusOK {
+		t.Fatalf("Execute = %+v, %v", r, err)
+	}
+	if diff := cmp.Diff([]string{"stdout", "display", "stderr"}, kinds); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	// The first line arrives while the code still sleeps, not at the end.
+	if first.Sub(start) >= time.Duration(r.DurationMS*float64(time.Millisecond)) {
+		t.Errorf("stdout arrived only at the end (after %v of %v ms)", first.Sub(start), r.DurationMS)
+	}
+}
+
+type memSink struct {
+	mu    sync.Mutex
+	files map[string]string
+}
+
+func (m *memSink) Put(ctx context.Context, path string, size int64, r io.Reader) (string, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.files[path] = string(b)
+	return "file-" + path, nil
+}
+
+func TestFilesInAndOut(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	sink := &memSink{files: map[string]string{}}
+	r, err := e.Execute(context.Background(), Request{
+		Code: `import pandas as pd
+df = pd.read_csv("in/data.csv")
+df["double"] = df["x"] * 2
+df.to_csv("out.csv", index=False)
+open("untouched.txt").read()`,
+		Files: []InputFile{{Path: "in/data.csv", Data: []byte("x\n1\n2\n")}, {Path: "untouched.txt", Data: []byte("same")}},
+		Sink:  sink,
+	})
+	if err != nil || r.Status != StatusOK {
+		t.Fatalf("Execute = %+v, %v", r, err)
+	}
+	want := []File{{ID: "file-out.csv", Path: "out.csv", Bytes: 17, MIMEType: "text/csv; charset=utf-8"}}
+	if diff := cmp.Diff(want, r.Files); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if got := sink.files["out.csv"]; got != "x,double\n1,2\n2,4\n" {
+		t.Errorf("out.csv = %q", got)
+	}
+}
+
+func TestSessionKeepsState(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	ctx := context.Background()
+	s, err := e.NewSession(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	steps := []struct{ code, want string }{
+		{"import numpy as np\nx = 41\nopen('state.txt', 'w').write('kept')", ""},
+		{"x += 1\nprint(x, open('state.txt').read())", "42 kept\n"},
+		{"print(np.sum([x, 1]))", "43\n"},
+	}
+	for i, st := range steps {
+		r, err := s.Execute(ctx, Request{Code: st.code})
+		if err != nil || r.Status != StatusOK || r.Stdout != st.want {
+			t.Fatalf("step %d: %+v, %v", i, r, err)
+		}
+	}
+	files, err := s.Files()
+	if err != nil || len(files) != 1 || files[0].Path != "state.txt" {
+		t.Errorf("Files() = %+v, %v", files, err)
+	}
+	s.Close()
+	if _, err := s.Execute(ctx, Request{Code: "print(x)"}); !errors.Is(err, ErrSessionEnded) {
+		t.Errorf("Execute after Close: err = %v, want ErrSessionEnded", err)
+	}
+	s2, err := e.NewSession(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	r, err := s2.Execute(ctx, Request{Code: "import os\nprint('x' in globals(), os.path.exists('state.txt'))"})
+	if err != nil || r.Stdout != "False False\n" {
+		t.Errorf("a new session sees the old one's state: %+v, %v", r, err)
+	}
+}
+
+func TestSessionTimeoutInterrupts(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	ctx := context.Background()
+	s, err := e.NewSession(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Execute(ctx, Request{Code: "y = 7"})
+	r, err := s.Execute(ctx, Request{Code: "while True: pass", Limits: Limits{Timeout: time.Second}})
+	if err != nil || r.Status != StatusTimeout || r.SessionEnded || !strings.Contains(r.Error.Value, "interrupted") {
+		t.Fatalf("spin = %+v, %v; want timeout, interrupted, session alive", r, err)
+	}
+	r, err = s.Execute(ctx, Request{Code: "print(y)"})
+	if err != nil || r.Stdout != "7\n" {
+		t.Fatalf("after interrupt: %+v, %v", r, err)
+	}
+	r, err = s.Execute(ctx, Request{Code: "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", Limits: Limits{Timeout: time.Second}})
+	if err != nil || r.Status != StatusTimeout || !r.SessionEnded || !strings.Contains(r.Error.Value, "killed") {
+		t.Fatalf("ignoring SIGINT = %+v, %v; want timeout and the session killed", r, err)
+	}
+	if _, err := s.Execute(ctx, Request{Code: "print(y)"}); !errors.Is(err, ErrSessionEnded) {
+		t.Errorf("after kill: err = %v, want ErrSessionEnded", err)
+	}
+}
+
+func TestSessionIdleTimeout(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	s, err := e.NewSession(context.Background(), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session did not end after its idle timeout")
+	}
+}
+
+func TestLimitStatuses(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	tests := []struct {
+		name   string
+		code   string
+		limits Limits
+		status Status
+		value  string
+	}{
+		{"timeout", "import time\ntime.sleep(60)", Limits{Timeout: time.Second}, StatusTimeout, "timed out after 1 s"},
+		{"memory", "b = bytearray(400 << 20)\nb[::4096] = b'x' * len(b[::4096])", Limits{MemoryBytes: 128 << 20}, StatusMemoryLimit, "128 MiB"},
+		{"output", "while True: print('x' * 1000)", Limits{OutputBytes: 10000}, StatusOutputLimit, "10000 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := e.Execute(context.Background(), Request{Code: tt.code, Limits: tt.limits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != tt.status || r.Error == nil || !strings.Contains(r.Error.Value, tt.value) {
+				t.Errorf("status %s error %+v; want %s naming %q", r.Status, r.Error, tt.status, tt.value)
+			}
+		})
+	}
+}
