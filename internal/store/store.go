@@ -1,0 +1,301 @@
+// Package store keeps the service's durable state, the part that survives a
+// restart: the contents of uploaded and generated files on local disk, and
+// the metadata of files and sessions in an SQLite database.
+//
+// Everything belongs to an owner (the id of an API key, or "" when the
+// service runs without keys). Every lookup is by owner and id together: a
+// record of another owner is reported exactly like a missing one, with
+// ErrNotFound, and so is one whose ExpiresAt has passed.
+//
+// The layout under the store's directory is
+//
+//	codeexec.db        metadata (SQLite in WAL mode, with -wal and -shm beside it)
+//	files/<file id>    the content of each file
+//
+// Contents are named by their generated id only, never by a name a user
+// chose. Content storage sits behind a small internal interface (blobs) and
+// the SQL is kept plain, so that S3-compatible object storage and PostgreSQL
+// can take their places without changing the methods of Store, which are
+// what the rest of the service depends on.
+//
+// A Store is safe for concurrent use. Only one Store (one process) may use a
+// directory at a time.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+var (
+	// ErrNotFound means there is no such file or session for this owner:
+	// it is missing, expired, or another owner's.
+	ErrNotFound = errors.New("not found")
+	// ErrTooLarge means a content is larger than the limit it was given.
+	ErrTooLarge = errors.New("content too large")
+)
+
+// Store is the service's durable state under one directory. Open it with
+// Open; its zero value is not usable.
+type Store struct {
+	// db is the only connection that writes: SQLite allows one writer at a
+	// time, and a single connection makes writers queue in Go instead of
+	// failing with SQLITE_BUSY.
+	db *sql.DB
+	// rdb holds connections that only read; in WAL mode they run
+	// concurrently with the writer and with each other.
+	rdb   *sql.DB
+	blobs blobs
+}
+
+// Open opens the store under dir, creating dir and the store in it if
+// needed, and brings the database's schema up to date. It fails if the
+// database was written by a newer version with a schema this one does not
+// know.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	b, err := newDiskBlobs(filepath.Join(dir, "files"))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	path, err := filepath.Abs(filepath.Join(dir, "codeexec.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	// synchronous=FULL makes each commit durable before it returns, so that
+	// a file whose upload was answered is still there after a power loss.
+	// _txlock=immediate takes the write lock at BEGIN, so a transaction
+	// never has to upgrade a read lock, which SQLite can refuse without
+	// waiting.
+	db, err := sql.Open("sqlite", dsn(path, url.Values{
+		"_pragma": {"journal_mode(WAL)", "synchronous(FULL)"},
+		"_txlock": {"immediate"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	rdb, err := sql.Open("sqlite", dsn(path, url.Values{"_pragma": {"query_only(1)"}}))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	rdb.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	return &Store{db: db, rdb: rdb, blobs: b}, nil
+}
+
+// dsn returns the modernc.org/sqlite data source name for the database at
+// the absolute path, with q (pragmas as "_pragma" values "name(value)", and
+// the driver's parameters) plus the settings every connection needs.
+func dsn(path string, q url.Values) string {
+	// busy_timeout makes a connection wait for a lock (the writer's, or a
+	// checkpoint's) instead of failing at once.
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	// A file: URI keeps a path with '?' or '#' in it intact.
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Close closes the database. Contents opened with OpenFile stay readable
+// until they are closed themselves.
+func (s *Store) Close() error {
+	return errors.Join(s.rdb.Close(), s.db.Close())
+}
+
+// migrations are the schema's versions: the database's user_version says how
+// many of them it has had. Only ever append to this list.
+//
+// Times are Unix microseconds, 0 for "never" (zero time.Time). A file's
+// session_id is NULL when it belongs to no session; when set, the foreign key
+// makes sure the session exists and has the same owner, and takes the file
+// with it when the session's record goes.
+var migrations = []string{
+	`CREATE TABLE sessions (
+		owner      TEXT NOT NULL,
+		id         TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		ended_at   INTEGER NOT NULL,
+		end_reason TEXT NOT NULL,
+		PRIMARY KEY (owner, id)
+	) STRICT;
+	CREATE INDEX sessions_expires ON sessions (expires_at) WHERE expires_at != 0;
+	CREATE INDEX sessions_live ON sessions (ended_at) WHERE ended_at = 0;
+
+	CREATE TABLE files (
+		id         TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
+		filename   TEXT NOT NULL,
+		purpose    TEXT NOT NULL,
+		bytes      INTEGER NOT NULL,
+		mime_type  TEXT NOT NULL,
+		session_id TEXT,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		FOREIGN KEY (owner, session_id) REFERENCES sessions (owner, id) ON DELETE CASCADE
+	) STRICT;
+	CREATE INDEX files_owner ON files (owner, created_at);
+	CREATE INDEX files_session ON files (owner, session_id, filename, created_at);
+	CREATE INDEX files_expires ON files (expires_at) WHERE expires_at != 0;`,
+}
+
+// migrate brings db's schema up to the last of migrations in one
+// transaction, so that a failure leaves the previous version intact.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program's %d", v, len(migrations))
+	}
+	if v == len(migrations) {
+		return nil
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+		}
+	}
+	// PRAGMA takes no parameters; the value is our own integer.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
+	}
+	return tx.Commit()
+}
+
+// DeleteExpired removes every file and session whose ExpiresAt is at or
+// before now, together with the files of the removed sessions and their
+// contents, and reports how many files and sessions it removed. It works
+// across all owners; the service calls it periodically.
+//
+// If removing a content fails after its metadata went, DeleteExpired still
+// removes the rest and returns the counts with the error; the content left
+// on disk is no longer reachable.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (files, sessions int, err error) {
+	t := toDB(now)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete expired: %w", err)
+	}
+	defer tx.Rollback()
+	// The files of expired sessions are deleted here explicitly rather than
+	// by the foreign key's cascade, to learn their ids.
+	rows, err := tx.QueryContext(ctx, `DELETE FROM files
+		WHERE (expires_at != 0 AND expires_at <= ?)
+		OR EXISTS (SELECT 1 FROM sessions s
+			WHERE s.owner = files.owner AND s.id = files.session_id
+			AND s.expires_at != 0 AND s.expires_at <= ?)
+		RETURNING id`, t, t)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete expired files: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, 0, fmt.Errorf("delete expired files: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, 0, fmt.Errorf("delete expired files: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at != 0 AND expires_at <= ?`, t)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, fmt.Errorf("delete expired: %w", err)
+	}
+
+	// The metadata is gone, so these contents can no longer be reached;
+	// removing them must not depend on ctx any more.
+	ctx = context.WithoutCancel(ctx)
+	var errs []error
+	for _, id := range ids {
+		if err := s.blobs.delete(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("delete content of %s: %w", id, err))
+		}
+	}
+	return len(ids), int(n), errors.Join(errs...)
+}
+
+// idLen is the number of random characters in an id made by NewID: 24
+// base62 characters carry 142 bits.
+const idLen = 24
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// NewID returns prefix followed by 24 random base62 characters from
+// crypto/rand, e.g. NewID("file-") or NewID("sess_"). The prefix includes
+// its separator.
+func NewID(prefix string) string {
+	b := make([]byte, len(prefix), len(prefix)+idLen)
+	copy(b, prefix)
+	var r [idLen * 2]byte
+	for len(b) < cap(b) {
+		rand.Read(r[:]) // never fails, see its doc
+		for _, c := range r {
+			// 248 = 4*62: taking c%62 only below it keeps every character
+			// equally likely.
+			if c < 248 && len(b) < cap(b) {
+				b = append(b, base62[c%62])
+			}
+		}
+	}
+	return string(b)
+}
+
+// toDB returns how t is kept in the database: Unix microseconds, 0 for the
+// zero time.
+func toDB(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromDB is the inverse of toDB, in UTC.
+func fromDB(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// isForeignKey reports whether err is SQLite refusing a row whose foreign
+// key points at nothing.
+func isForeignKey(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
