@@ -157,6 +157,9 @@ func reorder(args []string, fs *flag.FlagSet) []string {
 	return append(flags, rest...)
 }
 
+// stdin is where `codeexec run -` reads the program; tests replace it.
+var stdin io.Reader = os.Stdin
+
 func readSource(code string, args []string) (string, error) {
 	switch {
 	case code != "" && len(args) > 0:
@@ -166,7 +169,7 @@ func readSource(code string, args []string) (string, error) {
 	case len(args) != 1:
 		return "", errors.New("give one script, - for standard input, or -c CODE (see -h)")
 	case args[0] == "-":
-		b, err := io.ReadAll(os.Stdin)
+		b, err := io.ReadAll(stdin)
 		return string(b), err
 	default:
 		b, err := os.ReadFile(args[0])

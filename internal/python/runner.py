@@ -173,7 +173,10 @@ def execute(msg, g):
     try:
         lim = msg.get("max_file_bytes")
         if lim:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
+            # Only the soft limit: a later execution of a session may ask
+            # for more, up to the hard limit the zygote set (the maximum).
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (min(lim, hard), hard))
         _filenames.add("<cell %d>" % (_cell + 1))
         global _running
         _running = True
