@@ -1,0 +1,221 @@
+// Package config holds codeexec's one configuration struct. Every field is
+// a flag and a CODEEXEC_* environment variable (the flag wins), with a safe
+// default: loopback only without API keys, no network for sandboxes.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config configures `codeexec serve`.
+type Config struct {
+	// Addr is the listen address (default 127.0.0.1:8080).
+	Addr string
+	// AllowPublic permits listening beyond loopback without API keys.
+	AllowPublic bool
+	// APIKeys are accepted bearer keys (CODEEXEC_API_KEYS, comma-separated).
+	// With none, the API is open: only allowed on loopback.
+	APIKeys []string
+	// APIKeysFile names a file with one key per line ('#' comments).
+	APIKeysFile string
+	// DataDir holds the metadata database and files (default
+	// /var/lib/codeexec).
+	DataDir string
+
+	// PoolSize is the number of warm sandboxes (default 4).
+	PoolSize int
+	// QueueSize is how many executions may wait for a sandbox before
+	// requests get 429 (default 64).
+	QueueSize int
+	// KeyConcurrency caps the running executions of one key (default 16).
+	KeyConcurrency int
+	// KeySessions caps the live sessions of one key (default 100).
+	KeySessions int
+	// SessionIdle ends a session after this long without executions
+	// (default 10m); SessionMaxLifetime ends it regardless (default 1h).
+	SessionIdle, SessionMaxLifetime time.Duration
+	// FileTTL is how long uploaded and generated files are kept (default
+	// 24h; 0 keeps them forever).
+	FileTTL time.Duration
+	// MaxBodyBytes caps a JSON request body (default 32 MiB);
+	// MaxUploadBytes caps an uploaded file (default 100 MiB).
+	MaxBodyBytes, MaxUploadBytes int64
+	// ShutdownGrace is how long running executions may finish after
+	// SIGTERM before they are killed (default 30s).
+	ShutdownGrace time.Duration
+
+	// Timeout and MaxTimeout are the default and largest wall-time limit.
+	Timeout, MaxTimeout time.Duration
+	// MemoryMB and MaxMemoryMB are the default and largest memory limit.
+	MemoryMB, MaxMemoryMB int64
+	// OutputBytes and MaxOutputBytes limit stdout and stderr, each.
+	OutputBytes, MaxOutputBytes int64
+
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Addr: "127.0.0.1:8080", DataDir: "/var/lib/codeexec",
+		PoolSize: 4, QueueSize: 64, KeyConcurrency: 16, KeySessions: 100,
+		SessionIdle: 10 * time.Minute, SessionMaxLifetime: time.Hour, FileTTL: 24 * time.Hour,
+		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second,
+		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
+		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
+		LogLevel: "info",
+	}
+}
+
+// stringList is a comma-separated flag value.
+type stringList struct{ v *[]string }
+
+func (s stringList) String() string {
+	if s.v == nil {
+		return ""
+	}
+	return strings.Join(*s.v, ",")
+}
+
+func (s stringList) Set(v string) error {
+	*s.v = nil
+	for _, k := range strings.Split(v, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			*s.v = append(*s.v, k)
+		}
+	}
+	return nil
+}
+
+// Register defines c's flags on fs with c's current values as defaults.
+// Call ApplyEnv after parsing to fill what no flag set from CODEEXEC_*.
+func (c *Config) Register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
+	fs.BoolVar(&c.AllowPublic, "allow-public", c.AllowPublic, "allow listening beyond loopback without API keys (dangerous)")
+	fs.Var(stringList{&c.APIKeys}, "api-keys", "comma-separated API keys (prefer the env var or --api-keys-file)")
+	fs.StringVar(&c.APIKeysFile, "api-keys-file", c.APIKeysFile, "file with one API key per line")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
+	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
+	fs.IntVar(&c.QueueSize, "queue-size", c.QueueSize, "executions that may wait for a sandbox before 429")
+	fs.IntVar(&c.KeyConcurrency, "key-concurrency", c.KeyConcurrency, "running executions per API key")
+	fs.IntVar(&c.KeySessions, "key-sessions", c.KeySessions, "live sessions per API key")
+	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "end a session after this long without executions")
+	fs.DurationVar(&c.SessionMaxLifetime, "session-max-lifetime", c.SessionMaxLifetime, "end a session after this long regardless")
+	fs.DurationVar(&c.FileTTL, "file-ttl", c.FileTTL, "keep files this long (0 = forever)")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest JSON request body")
+	fs.Int64Var(&c.MaxUploadBytes, "max-upload-bytes", c.MaxUploadBytes, "largest uploaded file")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time running executions get to finish on SIGTERM")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "default wall-time limit of an execution")
+	fs.DurationVar(&c.MaxTimeout, "max-timeout", c.MaxTimeout, "largest wall-time limit a request may ask for")
+	fs.Int64Var(&c.MemoryMB, "memory-mb", c.MemoryMB, "default memory limit in MiB")
+	fs.Int64Var(&c.MaxMemoryMB, "max-memory-mb", c.MaxMemoryMB, "largest memory limit a request may ask for, in MiB")
+	fs.Int64Var(&c.OutputBytes, "output-bytes", c.OutputBytes, "default limit of stdout and of stderr")
+	fs.Int64Var(&c.MaxOutputBytes, "max-output-bytes", c.MaxOutputBytes, "largest output limit a request may ask for")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+}
+
+// EnvName is the environment variable of a flag: CODEEXEC_ and the flag's
+// name in upper case with '-' as '_'.
+func EnvName(flagName string) string {
+	return "CODEEXEC_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag of fs that was not given on the command line
+// from its environment variable, if set.
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v := getenv(EnvName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// LoadKeys adds the keys of APIKeysFile to APIKeys.
+func (c *Config) LoadKeys() error {
+	if c.APIKeysFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(c.APIKeysFile)
+	if err != nil {
+		return fmt.Errorf("read API keys: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			c.APIKeys = append(c.APIKeys, line)
+		}
+	}
+	return nil
+}
+
+// Validate checks the configuration and says what to change.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	host, port, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		bad("--addr %q: %v", c.Addr, err)
+	} else if _, err := strconv.Atoi(port); err != nil {
+		bad("--addr %q: bad port", c.Addr)
+	} else if len(c.APIKeys) == 0 && !c.AllowPublic && !isLoopback(host) {
+		bad("--addr %q listens beyond loopback without API keys: set CODEEXEC_API_KEYS or --api-keys-file, or pass --allow-public if an open service is really wanted", c.Addr)
+	}
+	for _, k := range c.APIKeys {
+		if len(k) < 16 {
+			bad("API keys must be at least 16 characters")
+			break
+		}
+	}
+	pos := map[string]int64{"--pool-size": int64(c.PoolSize), "--queue-size": int64(c.QueueSize), "--key-concurrency": int64(c.KeyConcurrency),
+		"--key-sessions": int64(c.KeySessions), "--max-body-bytes": c.MaxBodyBytes, "--max-upload-bytes": c.MaxUploadBytes,
+		"--timeout": int64(c.Timeout), "--max-timeout": int64(c.MaxTimeout), "--memory-mb": c.MemoryMB, "--max-memory-mb": c.MaxMemoryMB,
+		"--output-bytes": c.OutputBytes, "--max-output-bytes": c.MaxOutputBytes, "--session-idle": int64(c.SessionIdle),
+		"--session-max-lifetime": int64(c.SessionMaxLifetime)}
+	for name, v := range pos {
+		if v <= 0 {
+			bad("%s must be positive", name)
+		}
+	}
+	if c.FileTTL < 0 || c.ShutdownGrace < 0 {
+		bad("--file-ttl and --shutdown-grace must not be negative")
+	}
+	if c.Timeout > c.MaxTimeout || c.MemoryMB > c.MaxMemoryMB || c.OutputBytes > c.MaxOutputBytes {
+		bad("a default limit is above its maximum (--timeout/--max-timeout, --memory-mb/--max-memory-mb, --output-bytes/--max-output-bytes)")
+	}
+	if c.MemoryMB < 16 {
+		bad("--memory-mb must be at least 16")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.DataDir == "" {
+		bad("--data-dir must be set")
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,285 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"codeexec/internal/executor"
+	"codeexec/internal/store"
+)
+
+// execRequest is the body of POST /v1/execute and of a session's execute.
+// Pointers tell an absent limit (the default) from a zero one (invalid).
+type execRequest struct {
+	Code          *string     `json:"code"`
+	Timeout       *float64    `json:"timeout"`
+	MemoryLimitMB *int64      `json:"memory_limit_mb"`
+	Files         []inputFile `json:"files"`
+	SessionID     *string     `json:"session_id"`
+	Stream        bool        `json:"stream"`
+}
+
+type inputFile struct {
+	Path          string  `json:"path"`
+	ContentBase64 *string `json:"content_base64"`
+	FileID        string  `json:"file_id"`
+}
+
+// toRequest validates body and builds the executor request, fetching
+// referenced files of owner from the store.
+func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string) (executor.Request, *apiError) {
+	var req executor.Request
+	if body.Code == nil {
+		return req, invalid("code", "code is required")
+	}
+	req.Code = *body.Code
+	if err := executor.CheckCode(req.Code, executor.MaxCodeBytes); err != nil {
+		return req, inputError(err)
+	}
+	if t := body.Timeout; t != nil {
+		if *t <= 0 {
+			return req, invalid("timeout", "timeout must be a positive number of seconds")
+		}
+		if d := time.Duration(*t * float64(time.Second)); d > s.cfg.MaxTimeout || *t > 1e6 {
+			return req, invalid("timeout", "timeout is over the server's maximum of %g s", s.cfg.MaxTimeout.Seconds())
+		} else {
+			req.Limits.Timeout = d
+		}
+	}
+	if m := body.MemoryLimitMB; m != nil {
+		if *m <= 0 {
+			return req, invalid("memory_limit_mb", "memory_limit_mb must be positive")
+		}
+		if *m > s.cfg.MaxMemoryMB {
+			return req, invalid("memory_limit_mb", "memory_limit_mb is over the server's maximum of %d", s.cfg.MaxMemoryMB)
+		}
+		req.Limits.MemoryBytes = *m << 20
+	}
+	if len(body.Files) > 1000 {
+		return req, invalid("files", "at most 1000 files per request")
+	}
+	for i, f := range body.Files {
+		param := fmt.Sprintf("files[%d]", i)
+		switch {
+		case f.ContentBase64 != nil && f.FileID != "":
+			return req, invalid(param, "%s: give content_base64 or file_id, not both", param)
+		case f.ContentBase64 != nil:
+			if err := executor.CheckPath(f.Path); err != nil {
+				return req, invalid(param+".path", "%s: %v", param, err)
+			}
+			data, err := base64.StdEncoding.DecodeString(*f.ContentBase64)
+			if err != nil {
+				return req, invalid(param+".content_base64", "%s.content_base64 is not valid base64", param)
+			}
+			req.Files = append(req.Files, executor.InputFile{Path: f.Path, Data: data})
+		case f.FileID != "":
+			meta, err := s.store.File(ctx, owner, f.FileID)
+			if err != nil {
+				return req, notFound("file", f.FileID)
+			}
+			p := f.Path
+			if p == "" {
+				p = meta.Filename
+			}
+			if err := executor.CheckPath(p); err != nil {
+				return req, invalid(param+".path", "%s: %v", param, err)
+			}
+			rc, _, err := s.store.OpenFile(ctx, owner, f.FileID)
+			if err != nil {
+				return req, notFound("file", f.FileID)
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return req, &apiError{Status: 500, Type: "server_error", Message: "cannot read file " + f.FileID}
+			}
+			req.Files = append(req.Files, executor.InputFile{Path: p, Data: data})
+		default:
+			return req, invalid(param, "%s needs content_base64 or file_id", param)
+		}
+	}
+	return req, nil
+}
+
+func inputError(err error) *apiError {
+	var ie *executor.InputError
+	if errors.As(err, &ie) {
+		return invalid(ie.Param, "%s", ie.Msg)
+	}
+	return nil
+}
+
+// storeSink stores an execution's output files for their owner.
+type storeSink struct {
+	s         *Server
+	owner     string
+	sessionID string
+}
+
+func (k storeSink) Put(ctx context.Context, path string, size int64, r io.Reader) (string, error) {
+	f := store.File{Owner: k.owner, Filename: path, Purpose: "execution_output", SessionID: k.sessionID,
+		MIMEType: mimeOf(path)}
+	if k.s.cfg.FileTTL > 0 {
+		f.ExpiresAt = time.Now().Add(k.s.cfg.FileTTL)
+	}
+	f, err := k.s.store.PutFile(ctx, f, r, k.s.cfg.MaxUploadBytes)
+	if err != nil {
+		return "", err
+	}
+	k.s.metrics.fileBytes.WithLabelValues("generated").Add(float64(f.Bytes))
+	return f.ID, nil
+}
+
+func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	var body execRequest
+	if e := decode(r, &body); e != nil {
+		return e
+	}
+	if body.SessionID != nil {
+		ls, e := s.liveSession(r.Context(), owner, *body.SessionID)
+		if e != nil {
+			return e
+		}
+		return s.runInSession(w, r, owner, ls, &body)
+	}
+	req, e := s.toRequest(r.Context(), &body, owner)
+	if e != nil {
+		return e
+	}
+	req.Sink = storeSink{s: s, owner: owner}
+	release, e := s.admit(owner)
+	if e != nil {
+		return e
+	}
+	defer release()
+	return s.run(w, r, &req, body.Stream, func(ctx context.Context) (*executor.Result, error) {
+		queued := time.Now()
+		res, err := s.exec.Execute(ctx, req)
+		if res != nil {
+			s.metrics.queueWait.Observe(time.Since(queued).Seconds() - res.DurationMS/1000)
+		}
+		return res, err
+	})
+}
+
+// admit enforces the bounded queue and the per-key concurrency; release
+// must be called when the execution is over.
+func (s *Server) admit(owner string) (release func(), e *apiError) {
+	if n := s.inflight.Add(1); n > int64(s.cfg.PoolSize+s.cfg.QueueSize) {
+		s.inflight.Add(-1)
+		s.metrics.rejected.WithLabelValues("queue_full").Inc()
+		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+			Message: "all sandboxes are busy and the queue is full; retry after the time in Retry-After"}
+	}
+	s.mu.Lock()
+	if s.perKey[owner] >= s.cfg.KeyConcurrency {
+		s.mu.Unlock()
+		s.inflight.Add(-1)
+		s.metrics.rejected.WithLabelValues("key_concurrency").Inc()
+		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "concurrency_limit",
+			Message: fmt.Sprintf("this API key already runs %d executions, its limit", s.cfg.KeyConcurrency)}
+	}
+	s.perKey[owner]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.perKey[owner]--; s.perKey[owner] <= 0 {
+			delete(s.perKey, owner)
+		}
+		s.mu.Unlock()
+		s.inflight.Add(-1)
+	}, nil
+}
+
+// run executes through do and writes the result as JSON or, when stream
+// is set, as Server-Sent Events.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Request, stream bool, do func(context.Context) (*executor.Result, error)) *apiError {
+	var sse *sseWriter
+	if stream {
+		sse = newSSE(w)
+		req.OnEvent = func(ev executor.Event) {
+			switch ev.Kind {
+			case "stdout", "stderr":
+				sse.event(ev.Kind, map[string]string{"text": string(ev.Text)})
+			case "display":
+				sse.event("display", ev.Bundle)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
+	res, err := do(ctx)
+	if err != nil {
+		if isGone(r.Context(), err) {
+			return nil // the client left; nothing to answer
+		}
+		if e := inputError(err); e != nil {
+			return s.streamErr(sse, e)
+		}
+		if errors.Is(err, executor.ErrSessionEnded) {
+			return s.streamErr(sse, sessionExpired())
+		}
+		if errors.Is(err, executor.ErrUnavailable) || errors.Is(err, executor.ErrClosed) {
+			return s.streamErr(sse, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "unavailable",
+				Message: "no sandbox is available; the service is starting, stopping or broken"})
+		}
+		return s.streamErr(sse, s.internal(r, "execute", err))
+	}
+	s.metrics.observe(res)
+	if sse == nil {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	if res.Result != nil {
+		sse.event("result", res.Result)
+	}
+	if res.Error != nil {
+		sse.event("error", res.Error)
+	}
+	sse.event("done", res)
+	return nil
+}
+
+func (s *Server) streamErr(sse *sseWriter, e *apiError) *apiError {
+	if sse == nil || !sse.started {
+		return e
+	}
+	sse.event("error", map[string]any{"error": e})
+	return nil
+}
+
+// sseWriter writes Server-Sent Events (the WHATWG HTML "server-sent
+// events" framing: event and data lines, a blank line between events).
+type sseWriter struct {
+	w       http.ResponseWriter
+	f       http.Flusher
+	started bool
+}
+
+func newSSE(w http.ResponseWriter) *sseWriter {
+	f, _ := w.(http.Flusher)
+	return &sseWriter{w: w, f: f}
+}
+
+func (s *sseWriter) event(name string, v any) {
+	if !s.started {
+		h := s.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		s.w.WriteHeader(http.StatusOK)
+		s.started = true
+	}
+	data, _ := json.Marshal(v)
+	fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, data)
+	if s.f != nil {
+		s.f.Flush()
+	}
+}

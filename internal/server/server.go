@@ -1,0 +1,242 @@
+// Package server is codeexec's HTTP API (API.md): net/http handlers and
+// middleware over the executor and the store. It knows nothing of
+// namespaces.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"codeexec/internal/config"
+	"codeexec/internal/executor"
+	"codeexec/internal/store"
+)
+
+// Server serves the API. Create it with New; it is an http.Handler.
+type Server struct {
+	cfg     config.Config
+	exec    *executor.Executor
+	store   *store.Store
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+	keys    map[string]string // sha256(key) hex -> owner id
+
+	// hardStop is cancelled when the shutdown grace period is over: every
+	// running execution is then killed and answered.
+	hardStop context.Context
+	kill     context.CancelFunc
+
+	inflight atomic.Int64 // executions running or waiting for a sandbox
+	mu       sync.Mutex
+	perKey   map[string]int // running executions per owner
+	sessions map[string]*liveSession
+	wg       sync.WaitGroup // session reapers
+}
+
+// New builds a server. The caller owns exec and st and closes them after
+// Close.
+func New(cfg config.Config, exec *executor.Executor, st *store.Store, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, exec: exec, store: st, log: log, mux: http.NewServeMux(),
+		keys: map[string]string{}, perKey: map[string]int{}, sessions: map[string]*liveSession{}}
+	for _, k := range cfg.APIKeys {
+		sum := sha256.Sum256([]byte(k))
+		s.keys[hex.EncodeToString(sum[:])] = "key_" + hex.EncodeToString(sum[:8])
+	}
+	s.hardStop, s.kill = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s)
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	api := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
+		s.mux.Handle(pattern, s.authed(h))
+	}
+	api("POST /v1/execute", s.handleExecute)
+	api("POST /v1/sessions", s.handleCreateSession)
+	api("GET /v1/sessions/{id}", s.handleGetSession)
+	api("DELETE /v1/sessions/{id}", s.handleDeleteSession)
+	api("POST /v1/sessions/{id}/execute", s.handleSessionExecute)
+	api("GET /v1/sessions/{id}/files", s.handleSessionFiles)
+	api("GET /v1/sessions/{id}/files/{path...}", s.handleSessionDownload)
+	api("PUT /v1/sessions/{id}/files/{path...}", s.handleSessionUpload)
+	api("POST /v1/files", s.handleUpload)
+	api("GET /v1/files", s.handleListFiles)
+	api("GET /v1/files/{id}", s.handleGetFile)
+	api("GET /v1/files/{id}/content", s.handleFileContent)
+	api("DELETE /v1/files/{id}", s.handleDeleteFile)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if n := s.exec.Warm(); n == 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "warming", "warm_sandboxes": n})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "warm_sandboxes": s.exec.Warm()})
+	})
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
+			Message: "unknown request URL: " + r.Method + " " + r.URL.Path})
+	})
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = 0
+
+// ServeHTTP adds a request id, logs one line per request and turns a
+// panic into a 500.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := newID("req_")
+	w.Header().Set("X-Request-Id", id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic", "request_id", id, "panic", p, "stack", string(debug.Stack()))
+			if !rec.wrote {
+				writeError(rec, errInternal)
+			}
+		}
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		s.log.Info("request", "request_id", id, "method", r.Method, "route", route,
+			"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	}()
+	if r.ContentLength > s.cfg.MaxUploadBytes+1<<20 {
+		writeError(rec, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Message: "request body is too large"})
+		return
+	}
+	s.mux.ServeHTTP(rec, r)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets SSE handlers flush through the recorder.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// authed checks the bearer key and limits the body, then calls h with the
+// caller's owner id ("" when no keys are configured).
+func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string) *apiError) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		owner, ok := s.owner(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="codeexec"`)
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+				Message: "missing or invalid API key: send Authorization: Bearer <key>"})
+			return
+		}
+		limit := s.cfg.MaxBodyBytes
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") || r.Method == http.MethodPut {
+			limit = s.cfg.MaxUploadBytes + 1<<20
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if e := h(w, r, owner); e != nil {
+			if e.Status >= 500 {
+				s.log.Error("request failed", "request_id", r.Context().Value(requestIDKey), "err", e.Message)
+			}
+			writeError(w, e)
+		}
+	})
+}
+
+func (s *Server) owner(r *http.Request) (string, bool) {
+	if len(s.keys) == 0 {
+		return "", true
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	h := hex.EncodeToString(sum[:])
+	for k, owner := range s.keys {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(h)) == 1 {
+			return owner, true
+		}
+	}
+	return "", false
+}
+
+// internal logs err with the request id and returns the generic 500.
+func (s *Server) internal(r *http.Request, what string, err error) *apiError {
+	s.log.Error(what, "request_id", r.Context().Value(requestIDKey), "err", err)
+	return errInternal
+}
+
+// errShutdown is the cause of executions killed at shutdown.
+var errShutdown = errors.New("the server is shutting down")
+
+// KillExecutions kills every running execution; each is answered with
+// status killed. Serve calls it when the shutdown grace period is over.
+func (s *Server) KillExecutions() { s.kill() }
+
+// Close kills running executions and ends every session. Call it after
+// http.Server.Shutdown.
+func (s *Server) Close() {
+	s.kill()
+	s.mu.Lock()
+	var live []*liveSession
+	for _, ls := range s.sessions {
+		live = append(live, ls)
+	}
+	s.mu.Unlock()
+	for _, ls := range live {
+		s.endSession(ls, "shutdown")
+	}
+	s.wg.Wait()
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// isGone reports whether err means the client went away.
+func isGone(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,322 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"codeexec/internal/executor"
+	"codeexec/internal/store"
+)
+
+// liveSession is a session whose process runs in this server.
+type liveSession struct {
+	rec  store.Session
+	sess *executor.Session
+	stop chan struct{} // closed by endSession
+}
+
+type sessionJSON struct {
+	ID        string  `json:"id"`
+	Object    string  `json:"object"`
+	Status    string  `json:"status"` // active or expired
+	CreatedAt int64   `json:"created_at"`
+	ExpiresAt int64   `json:"expires_at"`
+	EndedAt   *int64  `json:"ended_at,omitempty"`
+	EndReason string  `json:"end_reason,omitempty"`
+	IdleSecs  float64 `json:"idle_timeout"`
+}
+
+func (s *Server) sessionView(rec store.Session, live bool) sessionJSON {
+	v := sessionJSON{ID: rec.ID, Object: "session", Status: "active", CreatedAt: rec.CreatedAt.Unix(),
+		ExpiresAt: rec.ExpiresAt.Unix(), IdleSecs: s.cfg.SessionIdle.Seconds()}
+	if !live {
+		v.Status = "expired"
+		if !rec.EndedAt.IsZero() {
+			t := rec.EndedAt.Unix()
+			v.EndedAt = &t
+		}
+		v.EndReason = rec.EndReason
+	}
+	return v
+}
+
+func sessionExpired() *apiError {
+	return &apiError{Status: http.StatusGone, Type: "invalid_request_error", Code: "session_expired",
+		Message: "the session has ended (idle timeout, lifetime, deletion or a server restart) and its variables are gone; its files stay downloadable until they expire; create a new session"}
+}
+
+type createSessionRequest struct {
+	IdleTimeout   *float64 `json:"idle_timeout"`
+	MemoryLimitMB *int64   `json:"memory_limit_mb"`
+}
+
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	var body createSessionRequest
+	if r.ContentLength != 0 {
+		if e := decode(r, &body); e != nil {
+			return e
+		}
+	}
+	idle := s.cfg.SessionIdle
+	if body.IdleTimeout != nil {
+		if *body.IdleTimeout <= 0 || *body.IdleTimeout > s.cfg.SessionMaxLifetime.Seconds() {
+			return invalid("idle_timeout", "idle_timeout must be between 0 and %g seconds", s.cfg.SessionMaxLifetime.Seconds())
+		}
+		idle = time.Duration(*body.IdleTimeout * float64(time.Second))
+	}
+	if m := body.MemoryLimitMB; m != nil && (*m < 16 || *m > s.cfg.MaxMemoryMB) {
+		return invalid("memory_limit_mb", "memory_limit_mb must be between 16 and %d", s.cfg.MaxMemoryMB)
+	}
+	s.mu.Lock()
+	n := 0
+	for _, ls := range s.sessions {
+		if ls.rec.Owner == owner {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	if n >= s.cfg.KeySessions {
+		return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "session_limit",
+			Message: "this API key has reached its limit of live sessions; delete one first"}
+	}
+	sess, err := s.exec.NewSession(r.Context(), idle)
+	if err != nil {
+		if isGone(r.Context(), err) {
+			return nil
+		}
+		return s.internal(r, "create session", err)
+	}
+	now := time.Now()
+	rec := store.Session{ID: newID("sess_"), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
+	if err := s.store.PutSession(r.Context(), rec); err != nil {
+		sess.Close()
+		return s.internal(r, "store session", err)
+	}
+	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{})}
+	s.mu.Lock()
+	s.sessions[rec.ID] = ls
+	s.mu.Unlock()
+	s.metrics.sessions.Inc()
+	s.wg.Add(1)
+	go s.reap(ls)
+	writeJSON(w, http.StatusOK, s.sessionView(rec, true))
+	return nil
+}
+
+// reap ends ls when its process ends (idle timeout, death) or its
+// lifetime is over.
+func (s *Server) reap(ls *liveSession) {
+	defer s.wg.Done()
+	life := time.NewTimer(time.Until(ls.rec.ExpiresAt))
+	defer life.Stop()
+	select {
+	case <-ls.sess.Done():
+		s.endSession(ls, "idle_timeout")
+	case <-life.C:
+		s.endSession(ls, "max_lifetime")
+	case <-ls.stop:
+	}
+}
+
+// endSession ends a live session once and records why.
+func (s *Server) endSession(ls *liveSession, reason string) {
+	s.mu.Lock()
+	if s.sessions[ls.rec.ID] != ls {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.sessions, ls.rec.ID)
+	s.mu.Unlock()
+	close(ls.stop)
+	ls.sess.Close()
+	s.metrics.sessions.Dec()
+	ls.rec.EndedAt, ls.rec.EndReason = time.Now(), reason
+	if s.cfg.FileTTL > 0 {
+		ls.rec.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
+	}
+	if err := s.store.PutSession(context.Background(), ls.rec); err != nil {
+		s.log.Error("record session end", "session_id", ls.rec.ID, "err", err)
+	}
+}
+
+// liveSession finds owner's live session id; an ended one is 410, an
+// unknown one (or another owner's) 404.
+func (s *Server) liveSession(ctx context.Context, owner, id string) (*liveSession, *apiError) {
+	s.mu.Lock()
+	ls := s.sessions[id]
+	s.mu.Unlock()
+	if ls != nil && ls.rec.Owner == owner {
+		return ls, nil
+	}
+	if _, err := s.store.Session(ctx, owner, id); err == nil {
+		return nil, sessionExpired()
+	}
+	return nil, notFound("session", id)
+}
+
+func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id := r.PathValue("id")
+	s.mu.Lock()
+	ls := s.sessions[id]
+	s.mu.Unlock()
+	if ls != nil && ls.rec.Owner == owner {
+		writeJSON(w, http.StatusOK, s.sessionView(ls.rec, true))
+		return nil
+	}
+	rec, err := s.store.Session(r.Context(), owner, id)
+	if err != nil {
+		return notFound("session", id)
+	}
+	writeJSON(w, http.StatusOK, s.sessionView(rec, false))
+	return nil
+}
+
+func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id := r.PathValue("id")
+	ls, e := s.liveSession(r.Context(), owner, id)
+	if e != nil && e.Code != "session_expired" {
+		return e
+	}
+	if ls != nil {
+		s.endSession(ls, "deleted")
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "session.deleted", "deleted": true})
+	return nil
+}
+
+func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	var body execRequest
+	if e := decode(r, &body); e != nil {
+		return e
+	}
+	if body.SessionID != nil && *body.SessionID != r.PathValue("id") {
+		return invalid("session_id", "session_id differs from the session in the URL")
+	}
+	ls, e := s.liveSession(r.Context(), owner, r.PathValue("id"))
+	if e != nil {
+		return e
+	}
+	return s.runInSession(w, r, owner, ls, &body)
+}
+
+func (s *Server) runInSession(w http.ResponseWriter, r *http.Request, owner string, ls *liveSession, body *execRequest) *apiError {
+	req, e := s.toRequest(r.Context(), body, owner)
+	if e != nil {
+		return e
+	}
+	req.Sink = storeSink{s: s, owner: owner, sessionID: ls.rec.ID}
+	release, e := s.admit(owner)
+	if e != nil {
+		return e
+	}
+	defer release()
+	e = s.run(w, r, &req, body.Stream, func(ctx context.Context) (*executor.Result, error) {
+		res, err := ls.sess.Execute(ctx, req)
+		if res != nil && res.SessionEnded {
+			s.endSession(ls, "killed")
+		}
+		return res, err
+	})
+	return e
+}
+
+type fileJSON struct {
+	ID        string `json:"id,omitempty"`
+	Object    string `json:"object"`
+	Path      string `json:"path"`
+	Bytes     int64  `json:"bytes"`
+	MIMEType  string `json:"mime_type"`
+	CreatedAt int64  `json:"created_at,omitempty"`
+}
+
+func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id := r.PathValue("id")
+	ls, e := s.liveSession(r.Context(), owner, id)
+	out := []fileJSON{}
+	switch {
+	case ls != nil:
+		files, err := ls.sess.Files()
+		if err != nil && !errors.Is(err, executor.ErrSessionEnded) {
+			return s.internal(r, "list session files", err)
+		}
+		for _, f := range files {
+			out = append(out, fileJSON{Object: "session.file", Path: f.Path, Bytes: f.Bytes, MIMEType: f.MIMEType})
+		}
+	case e.Code == "session_expired":
+		files, err := s.store.ListFiles(r.Context(), owner, id)
+		if err != nil {
+			return s.internal(r, "list session files", err)
+		}
+		seen := map[string]bool{}
+		for _, f := range files { // newest first: keep each path's newest
+			if !seen[f.Filename] {
+				seen[f.Filename] = true
+				out = append(out, fileJSON{ID: f.ID, Object: "session.file", Path: f.Filename, Bytes: f.Bytes, MIMEType: f.MIMEType, CreatedAt: f.CreatedAt.Unix()})
+			}
+		}
+	default:
+		return e
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
+	return nil
+}
+
+func (s *Server) handleSessionDownload(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id, p := r.PathValue("id"), r.PathValue("path")
+	if err := executor.CheckPath(p); err != nil {
+		return inputError(err)
+	}
+	ls, e := s.liveSession(r.Context(), owner, id)
+	if ls != nil {
+		f, size, err := ls.sess.Open(p)
+		if err != nil {
+			return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+				Message: "no regular file " + p + " in the session's /mnt/data"}
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", mimeOf(p))
+		http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, size))
+		s.metrics.fileBytes.WithLabelValues("download").Add(float64(size))
+		return nil
+	}
+	if e.Code != "session_expired" {
+		return e
+	}
+	meta, err := s.store.SessionFile(r.Context(), owner, id, p)
+	if err != nil {
+		return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+			Message: "the ended session kept no file " + p}
+	}
+	return s.serveStored(w, r, owner, meta.ID)
+}
+
+func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id, p := r.PathValue("id"), r.PathValue("path")
+	if err := executor.CheckPath(p); err != nil {
+		return inputError(err)
+	}
+	ls, e := s.liveSession(r.Context(), owner, id)
+	if e != nil {
+		return e
+	}
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Message: "upload is over the limit"}
+	}
+	if err := ls.sess.WriteFile(p, data); err != nil {
+		if ae := inputError(err); ae != nil {
+			return ae
+		}
+		if errors.Is(err, executor.ErrSessionEnded) {
+			return sessionExpired()
+		}
+		return s.internal(r, "session upload", err)
+	}
+	s.metrics.fileBytes.WithLabelValues("upload").Add(float64(len(data)))
+	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: int64(len(data)), MIMEType: mimeOf(p)})
+	return nil
+}
