@@ -5,7 +5,7 @@
 export PATH := $(PATH):/usr/local/go/bin
 
 BIN       := bin/codeexec
-# ARGS are passed to `codeexec serve`, e.g. make run ARGS='--listen :8080'.
+# ARGS are passed to `codeexec serve`, e.g. make run ARGS='--addr 127.0.0.1:9090'.
 ARGS      ?=
 # TESTFLAGS are passed to go test, e.g. make test TESTFLAGS='-run Seccomp -v'.
 TESTFLAGS ?=

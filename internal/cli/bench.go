@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +38,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.Int("concurrency", 4, "concurrent callers for the throughput measurement")
 	pool := fs.Int("pool", 4, "warm children in the pool")
 	python := fs.String("python", "/usr/bin/python3", "interpreter for the bare baselines")
+	serverURL := fs.String("server", "", "benchmark a running server at this URL over HTTP instead")
+	apiKey := fs.String("api-key", os.Getenv("CODEEXEC_API_KEY"), "API key for --server (default $CODEEXEC_API_KEY)")
+	clients := fs.Int("clients", 8, "concurrent HTTP clients for --server")
+	sessions := fs.Int("sessions", 0, "with --server: also create this many idle sessions and measure their memory (the server needs --key-sessions at least as high)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run, warm executions against bare python3 subprocesses,\nsustained throughput and the memory of a warm child. Prints medians, p99 and ratios.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput and the memory of a warm child. Prints medians, p99 and ratios.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +51,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 0
 		}
 		return 2
+	}
+	if *serverURL != "" {
+		b := &httpBench{url: strings.TrimRight(*serverURL, "/"), key: *apiKey, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+		if err := b.run(ctx, stdout, *n, *clients, *dur, *sessions); err != nil {
+			fmt.Fprintf(stderr, "codeexec bench: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	fmt.Fprintln(stdout, "starting executor (the zygote preloads numpy, pandas, matplotlib, scipy, sympy)...")
 	start := time.Now()

@@ -14,8 +14,11 @@ import (
 
 	"codeexec/internal/config"
 	"codeexec/internal/executor"
+	"codeexec/internal/search"
 	"codeexec/internal/server"
 	"codeexec/internal/store"
+	"codeexec/internal/toolloop"
+	"codeexec/internal/upstream"
 )
 
 func init() {
@@ -102,6 +105,12 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	defer ex.Close()
 	srv := server.New(cfg, ex, st, log)
+	if chat, baseURL := chatFromConfig(cfg); chat != nil {
+		srv.SetChat(chat)
+		log.Info("chat completions enabled", "upstream", baseURL, "web_search", cfg.SearXNGURL != "")
+	} else {
+		log.Warn("no model provider configured: /v1/chat/completions answers 503 (set CODEEXEC_UPSTREAM_URL)")
+	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
@@ -151,4 +160,25 @@ func collectGarbage(ctx context.Context, st *store.Store, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// chatFromConfig builds the model provider client and the tool loop, or
+// nil when no provider is configured. It also returns the provider's URL.
+func chatFromConfig(cfg config.Config) (*server.Chat, string) {
+	baseURL, key := cfg.UpstreamURL, cfg.UpstreamAPIKey
+	if baseURL == "" {
+		baseURL, key = upstream.FromEnv(os.Getenv)
+		if cfg.UpstreamAPIKey != "" {
+			key = cfg.UpstreamAPIKey
+		}
+	}
+	if baseURL == "" {
+		return nil, ""
+	}
+	up := upstream.New(upstream.Config{BaseURL: baseURL, APIKey: key, Timeout: cfg.UpstreamTimeout})
+	loop := &toolloop.Loop{Model: up, MaxTurns: cfg.MaxTurns, TimeBudget: cfg.ToolTimeBudget}
+	if cfg.SearXNGURL != "" {
+		loop.Search = &search.SearXNG{BaseURL: cfg.SearXNGURL}
+	}
+	return &server.Chat{Loop: loop, Upstream: up}, baseURL
 }

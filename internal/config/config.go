@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -58,6 +59,21 @@ type Config struct {
 	// OutputBytes and MaxOutputBytes limit stdout and stderr, each.
 	OutputBytes, MaxOutputBytes int64
 
+	// UpstreamURL and UpstreamAPIKey name the OpenAI-compatible model
+	// provider behind /v1/chat/completions. Where both are empty,
+	// XAI_API_KEY or OPENAI_API_KEY select that provider's public
+	// endpoint; with none, chat answers 503.
+	UpstreamURL, UpstreamAPIKey string
+	// UpstreamTimeout bounds each model call (default 120s).
+	UpstreamTimeout time.Duration
+	// MaxTurns bounds the model calls of one chat request that may use
+	// tools (default 10); ToolTimeBudget bounds their total time (default
+	// 5m). Then the model is asked to answer without tools.
+	MaxTurns       int
+	ToolTimeBudget time.Duration
+	// SearXNGURL enables the web_search tool with a SearXNG instance.
+	SearXNGURL string
+
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string
 }
@@ -71,6 +87,7 @@ func Default() Config {
 		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second,
 		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
 		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
+		UpstreamTimeout: 120 * time.Second, MaxTurns: 10, ToolTimeBudget: 5 * time.Minute,
 		LogLevel: "info",
 	}
 }
@@ -119,6 +136,12 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxMemoryMB, "max-memory-mb", c.MaxMemoryMB, "largest memory limit a request may ask for, in MiB")
 	fs.Int64Var(&c.OutputBytes, "output-bytes", c.OutputBytes, "default limit of stdout and of stderr")
 	fs.Int64Var(&c.MaxOutputBytes, "max-output-bytes", c.MaxOutputBytes, "largest output limit a request may ask for")
+	fs.StringVar(&c.UpstreamURL, "upstream-url", c.UpstreamURL, "base URL of the OpenAI-compatible model provider (e.g. http://127.0.0.1:11434/v1)")
+	fs.StringVar(&c.UpstreamAPIKey, "upstream-api-key", c.UpstreamAPIKey, "API key of the model provider (prefer the env var)")
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "time limit of each model call")
+	fs.IntVar(&c.MaxTurns, "max-turns", c.MaxTurns, "model calls with tools per chat request")
+	fs.DurationVar(&c.ToolTimeBudget, "tool-time-budget", c.ToolTimeBudget, "total time for the tool calls of one chat request")
+	fs.StringVar(&c.SearXNGURL, "searxng-url", c.SearXNGURL, "SearXNG instance for the web_search tool (empty: web_search is refused)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }
 
@@ -186,7 +209,8 @@ func (c *Config) Validate() error {
 		"--key-sessions": int64(c.KeySessions), "--max-body-bytes": c.MaxBodyBytes, "--max-upload-bytes": c.MaxUploadBytes,
 		"--timeout": int64(c.Timeout), "--max-timeout": int64(c.MaxTimeout), "--memory-mb": c.MemoryMB, "--max-memory-mb": c.MaxMemoryMB,
 		"--output-bytes": c.OutputBytes, "--max-output-bytes": c.MaxOutputBytes, "--session-idle": int64(c.SessionIdle),
-		"--session-max-lifetime": int64(c.SessionMaxLifetime)}
+		"--session-max-lifetime": int64(c.SessionMaxLifetime), "--upstream-timeout": int64(c.UpstreamTimeout),
+		"--max-turns": int64(c.MaxTurns), "--tool-time-budget": int64(c.ToolTimeBudget)}
 	for name, v := range pos {
 		if v <= 0 {
 			bad("%s must be positive", name)
@@ -205,6 +229,14 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	for name, u := range map[string]string{"--upstream-url": c.UpstreamURL, "--searxng-url": c.SearXNGURL} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("%s %q: want an http:// or https:// URL", name, u)
+		}
 	}
 	if c.DataDir == "" {
 		bad("--data-dir must be set")

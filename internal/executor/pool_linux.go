@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"time"
 
@@ -208,9 +209,14 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups) (_ *pool, e
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
-	p.wg.Add(2)
+	p.wg.Add(1)
 	go p.readControl()
-	go p.refill(rctx)
+	// A child sets itself up in its own process after a short fork in the
+	// zygote, so several spawns in flight use every core.
+	for range refillers(cfg.PoolSize) {
+		p.wg.Add(1)
+		go p.refill(rctx)
+	}
 	return p, nil
 }
 
@@ -290,6 +296,11 @@ func (p *pool) sendControl(msg python.Control) error {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	return unix.Sendmsg(p.ctrl, data, nil, nil, 0)
+}
+
+// refillers is how many children may be spawning at once.
+func refillers(poolSize int) int {
+	return max(1, min(poolSize, runtime.NumCPU()+1, 4))
 }
 
 // refill keeps the warm channel full until ctx ends.

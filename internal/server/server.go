@@ -32,6 +32,7 @@ type Server struct {
 	metrics *metrics
 	mux     *http.ServeMux
 	keys    map[string]string // sha256(key) hex -> owner id
+	chat    *Chat             // nil: no model provider configured
 
 	// hardStop is cancelled when the shutdown grace period is over: every
 	// running execution is then killed and answered.
@@ -77,6 +78,8 @@ func (s *Server) routes() {
 	api("GET /v1/files/{id}", s.handleGetFile)
 	api("GET /v1/files/{id}/content", s.handleFileContent)
 	api("DELETE /v1/files/{id}", s.handleDeleteFile)
+	api("POST /v1/chat/completions", s.handleChat)
+	api("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -421,7 +421,7 @@ func waitNoSleepers(t *testing.T, what string) {
 func TestDisconnectFreesSandbox(t *testing.T) {
 	s := startService(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	data, _ := json.Marshal(map[string]any{"code": sleeperCode, "stream": true})
+	data, _ := json.Marshal(map[string]any{"code": sleeperCode, "stream": true, "timeout": 300})
 	req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/v1/execute", bytes.NewReader(data))
 	req.Header.Set("Authorization", "Bearer "+keyA)
 	resp, err := http.DefaultClient.Do(req)
@@ -521,7 +521,8 @@ func TestShutdownLeavesNothing(t *testing.T) {
 		}
 	}
 	waitNoSleepers(t, "after shutdown")
-	entries, _ := filepath.Glob("/sys/fs/cgroup/memory/codeexec/*/c*")
+	// This process's executors live under codeexec/<pid>-<n>/.
+	entries, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/memory/codeexec/%d-*/c[0-9]*", os.Getpid()))
 	if len(entries) > 0 {
 		t.Errorf("cgroups left after shutdown: %v", entries)
 	}

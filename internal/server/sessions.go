@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,9 +14,10 @@ import (
 
 // liveSession is a session whose process runs in this server.
 type liveSession struct {
-	rec  store.Session
-	sess *executor.Session
-	stop chan struct{} // closed by endSession
+	rec      store.Session
+	sess     *executor.Session
+	memoryMB int64         // the session's default memory limit (0: the server's)
+	stop     chan struct{} // closed by endSession
 }
 
 type sessionJSON struct {
@@ -79,6 +81,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	}
 	s.mu.Unlock()
 	if n >= s.cfg.KeySessions {
+		s.metrics.rejected.WithLabelValues("session_limit").Inc()
 		return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "session_limit",
 			Message: "this API key has reached its limit of live sessions; delete one first"}
 	}
@@ -96,6 +99,9 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 		return s.internal(r, "store session", err)
 	}
 	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{})}
+	if body.MemoryLimitMB != nil {
+		ls.memoryMB = *body.MemoryLimitMB
+	}
 	s.mu.Lock()
 	s.sessions[rec.ID] = ls
 	s.mu.Unlock()
@@ -133,7 +139,9 @@ func (s *Server) endSession(ls *liveSession, reason string) {
 	close(ls.stop)
 	ls.sess.Close()
 	s.metrics.sessions.Dec()
+	// The record and the session's files now live as long as files do.
 	ls.rec.EndedAt, ls.rec.EndReason = time.Now(), reason
+	ls.rec.ExpiresAt = time.Time{}
 	if s.cfg.FileTTL > 0 {
 		ls.rec.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 	}
@@ -203,9 +211,17 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request, ow
 }
 
 func (s *Server) runInSession(w http.ResponseWriter, r *http.Request, owner string, ls *liveSession, body *execRequest) *apiError {
+	if body.MemoryLimitMB == nil && ls.memoryMB > 0 {
+		body.MemoryLimitMB = &ls.memoryMB
+	}
 	req, e := s.toRequest(r.Context(), body, owner)
 	if e != nil {
 		return e
+	}
+	// Files placed in the session are kept in the store too, so they
+	// outlive its process like the files its code writes.
+	for _, f := range req.Files {
+		s.keepSessionFile(r.Context(), owner, ls.rec.ID, f.Path, f.Data)
 	}
 	req.Sink = storeSink{s: s, owner: owner, sessionID: ls.rec.ID}
 	release, e := s.admit(owner)
@@ -317,6 +333,19 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request, own
 		return s.internal(r, "session upload", err)
 	}
 	s.metrics.fileBytes.WithLabelValues("upload").Add(float64(len(data)))
+	s.keepSessionFile(r.Context(), owner, id, p, data)
 	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: int64(len(data)), MIMEType: mimeOf(p)})
 	return nil
+}
+
+// keepSessionFile stores a file placed in a session; a failure is logged,
+// the session itself has the file.
+func (s *Server) keepSessionFile(ctx context.Context, owner, sessionID, p string, data []byte) {
+	f := store.File{Owner: owner, Filename: p, Purpose: "session_input", SessionID: sessionID, MIMEType: mimeOf(p)}
+	if s.cfg.FileTTL > 0 {
+		f.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
+	}
+	if _, err := s.store.PutFile(ctx, f, bytes.NewReader(data), s.cfg.MaxUploadBytes); err != nil {
+		s.log.Warn("keep session file", "session_id", sessionID, "err", err)
+	}
 }
