@@ -38,6 +38,8 @@ test: deps
 
 bench: deps build
 	./$(BIN) bench
+	@echo "==> time the chat tool loop adds per model turn (target <= 1 ms)"
+	go test -run '^$$' -bench LoopTurn -benchtime 2s ./internal/toolloop/
 
 clean:
 	rm -rf bin
