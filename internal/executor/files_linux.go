@@ -57,8 +57,22 @@ func writeFile(dir *os.File, p string, data []byte, uid int) error {
 func writeFileAs(dir *os.File, p string, data []byte) error {
 	parts := strings.Split(p, "/")
 	for i := 1; i < len(parts); i++ {
+		// mkdirat(2) follows symlinks in every element but the last, so
+		// mkdirat(dir, "a/b") with a symlink a -> /tmp planted by the code
+		// would create /tmp/b on the host. Create each directory by its
+		// single name in its parent, opened with the RESOLVE_* flags.
 		d := strings.Join(parts[:i], "/")
-		if err := unix.Mkdirat(int(dir.Fd()), d, 0o755); err != nil && err != unix.EEXIST {
+		parent := "."
+		if i > 1 {
+			parent = strings.Join(parts[:i-1], "/")
+		}
+		pd, err := openBeneath(dir, parent, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return &InputError{"files", fmt.Sprintf("cannot create directory %q for an input file: %v", d, errors.Unwrap(err))}
+		}
+		err = unix.Mkdirat(int(pd.Fd()), parts[i-1], 0o755)
+		pd.Close()
+		if err != nil && err != unix.EEXIST {
 			return &InputError{"files", fmt.Sprintf("cannot create directory %q for an input file: %v", d, err)}
 		}
 	}

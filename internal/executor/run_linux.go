@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,12 @@ import (
 // interruptGrace is how long a session's code gets to stop after SIGINT
 // before its process is killed.
 const interruptGrace = 2 * time.Second
+
+// maxDisplayBytes bounds the displays (display() calls and figures) one
+// execution may return, summed over their MIME bundles. Without it, code
+// calling display() in a loop grows the host's memory by hundreds of MiB a
+// second until the timeout; past it the execution ends with output_limit.
+const maxDisplayBytes = 64 << 20
 
 // run executes req on c with resolved limits l. In a session (keep) a
 // limit first interrupts the code and kills the process only if it does not
@@ -45,6 +52,7 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (*Re
 
 	var (
 		out       [2]strings.Builder
+		displayed int     // bytes of displays so far
 		ended     [2]bool // end mark or EOF seen
 		done      *python.Event
 		gone      bool // the socket closed: the process is dead
@@ -75,6 +83,10 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (*Re
 				halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
 				c.kill()
 			case f.ev.Type == "display":
+				if displayed += bundleSize(f.ev.Bundle); displayed > maxDisplayBytes {
+					halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxDisplayBytes>>20))
+					continue // dropped, like output past its limit
+				}
 				res.Displays = append(res.Displays, f.ev.Bundle)
 				if req.OnEvent != nil {
 					req.OnEvent(Event{Kind: "display", Bundle: f.ev.Bundle})
@@ -160,6 +172,22 @@ func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, 
 	if req.OnEvent != nil && len(chunk) > 0 {
 		req.OnEvent(Event{Kind: kind, Text: chunk})
 	}
+}
+
+// bundleSize is about the size of b on the wire: the lengths of its MIME
+// types and of its text (or base64) values, other JSON values encoded.
+func bundleSize(b python.Bundle) int {
+	n := 0
+	for k, v := range b {
+		n += len(k)
+		if s, ok := v.(string); ok {
+			n += len(s)
+		} else {
+			data, _ := json.Marshal(v)
+			n += len(data)
+		}
+	}
+	return n
 }
 
 // death explains an exit without a result, from what the zygote saw.

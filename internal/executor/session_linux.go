@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -82,12 +83,21 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 		s.timer.Stop()
 	}
 	res, err := s.c.run(ctx, &req, l, true)
-	if err != nil || res.SessionEnded || !s.c.alive() {
+	var inErr *InputError
+	switch {
+	case errors.As(err, &inErr):
+		// An input file that cannot be placed (say, below a symlink the
+		// code planted) is refused before any code runs: the request was
+		// bad, the session is intact.
+		if s.timer != nil {
+			s.timer.Reset(s.idle)
+		}
+	case err != nil || res.SessionEnded || !s.c.alive():
 		if res != nil {
 			res.SessionEnded = true
 		}
 		s.end(ErrSessionEnded)
-	} else if s.timer != nil {
+	case s.timer != nil:
 		s.timer.Reset(s.idle)
 	}
 	return res, err

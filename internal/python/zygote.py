@@ -143,6 +143,11 @@ def install_seccomp(prog):
 
 def spawn(ctrl, msg, orig_pidns, children):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Go learns the child's pid from SCM_CREDENTIALS on its "ready" frame.
+    # The kernel attaches credentials only if SO_PASSCRED is set when the
+    # frame is sent (unix(7)); setting it here, before the child exists,
+    # means a child that is ready before Go reads its socket still sends them.
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     # The child becomes pid 1 of a fresh pid namespace; setns restores ours
