@@ -311,6 +311,16 @@ func (c *child) destroy() {
 	}
 	c.wg.Wait()
 	if c.cg != nil {
+		// A killed process stays in its cgroup as a zombie until the
+		// zygote reaps it (cgroup v1 and v2 keep zombies attached), so
+		// wait for the zygote's word before removing the cgroup; on a
+		// loaded machine that can take longer than the cgroup's own kill
+		// loop waits.
+		select {
+		case <-c.exited:
+		case <-c.p.dead:
+		case <-time.After(10 * time.Second):
+		}
 		if err := c.cg.Remove(); err != nil {
 			c.p.log.Error("remove child cgroup", "err", err, "sandbox_id", c.id)
 		}
