@@ -107,16 +107,17 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	s.mu.Unlock()
 	s.metrics.sessions.Inc()
 	s.wg.Add(1)
-	go s.reap(ls)
+	go s.reap(ls, rec.ExpiresAt)
 	writeJSON(w, http.StatusOK, s.sessionView(rec, true))
 	return nil
 }
 
 // reap ends ls when its process ends (idle timeout, death) or its
-// lifetime is over.
-func (s *Server) reap(ls *liveSession) {
+// lifetime is over at end. (endSession rewrites ls.rec, so the lifetime is
+// passed in rather than read here.)
+func (s *Server) reap(ls *liveSession, end time.Time) {
 	defer s.wg.Done()
-	life := time.NewTimer(time.Until(ls.rec.ExpiresAt))
+	life := time.NewTimer(time.Until(end))
 	defer life.Stop()
 	select {
 	case <-ls.sess.Done():

@@ -115,8 +115,7 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 	for n := 0; ; n++ {
 		withTools := n < maxTurns && time.Now().Before(deadline)
 		if !withTools && n > 0 {
-			msgs = append(msgs, mustJSON(map[string]string{"role": "user",
-				"content": "You have used all the tool calls available for this request. Answer now, without tools, with what you have."}))
+			msgs = noMoreTools(msgs)
 		}
 		t, err := l.turn(ctx, req, msgs, withTools, description, st)
 		if err != nil {
@@ -148,6 +147,32 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 			return st.finish(t.content, theirs, "tool_calls")
 		}
 	}
+}
+
+// noMoreToolsNote tells the model that the turn or time budget is spent.
+const noMoreToolsNote = "[You have used all the tool calls available for this request. Answer now, without tools, with what you have.]"
+
+// noMoreTools adds noMoreToolsNote to the conversation for the final call
+// without tools. The note goes at the end of the last tool result (the
+// loop only goes on after running tools, so that is the last message)
+// rather than in a message of its own: a made-up "user" message would
+// become the latest user turn, which models answer ("OK, I will answer
+// without tools") instead of the user's real question, and a late
+// "system" message is refused by some chat templates. Only when the last
+// message is not a tool result (which the loop never produces) does the
+// note go in a user message.
+func noMoreTools(msgs []json.RawMessage) []json.RawMessage {
+	if n := len(msgs); n > 0 {
+		var m map[string]json.RawMessage
+		var role, content string
+		if json.Unmarshal(msgs[n-1], &m) == nil && json.Unmarshal(m["role"], &role) == nil && role == "tool" &&
+			json.Unmarshal(m["content"], &content) == nil {
+			m["content"] = mustJSON(content + "\n\n" + noMoreToolsNote)
+			out := append([]json.RawMessage(nil), msgs[:n-1]...)
+			return append(out, mustJSON(m))
+		}
+	}
+	return append(msgs, mustJSON(map[string]string{"role": "user", "content": noMoreToolsNote}))
 }
 
 func assistantMessage(content string, calls []call) json.RawMessage {

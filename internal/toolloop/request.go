@@ -217,6 +217,13 @@ func (r *Request) convertHistory(msgs []json.RawMessage) error {
 				name, args, output = CodeTool, string(mustJSON(map[string]string{"code": e.CodeExecution.Code})), e.CodeExecution.Output
 			case e.Type == "web_search" && e.WebSearch != nil:
 				name, args, output = SearchTool, string(mustJSON(map[string]string{"query": e.WebSearch.Query})), e.WebSearch.Output
+			case e.Type == "code_execution" || e.Type == "web_search" || string(bytes.TrimSpace(c)) == "null":
+				// A client library that does not know codeexec's entry
+				// types may send one back without its body, or as null
+				// (the Go SDK's ChatCompletionMessage.ToParam does): its
+				// code and output are lost, so the entry is left out
+				// rather than passed on to fail the upstream's validation.
+				continue
 			default:
 				out = append(out, c)
 				continue
@@ -225,7 +232,11 @@ func (r *Request) convertHistory(msgs []json.RawMessage) error {
 				"function": map[string]string{"name": name, "arguments": args}}))
 			results = append(results, mustJSON(map[string]string{"role": "tool", "tool_call_id": e.ID, "content": output}))
 		}
-		m["tool_calls"] = mustJSON(out)
+		if len(out) > 0 {
+			m["tool_calls"] = mustJSON(out)
+		} else {
+			delete(m, "tool_calls") // providers refuse an empty tool_calls array
+		}
 		r.Messages = append(r.Messages, mustJSON(m))
 		r.Messages = append(r.Messages, results...)
 	}
