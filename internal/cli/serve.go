@@ -105,6 +105,12 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	defer ex.Close()
 	srv := server.New(cfg, ex, st, log)
+	if policy, err := cfg.EgressPolicy(); err != nil {
+		return err
+	} else if policy != nil {
+		srv.SetEgress(policy)
+		log.Info("egress enabled", "allow", policy.Allow)
+	}
 	if chat, baseURL := chatFromConfig(cfg); chat != nil {
 		srv.SetChat(chat)
 		log.Info("chat completions enabled", "upstream", baseURL, "web_search", cfg.SearXNGURL != "")

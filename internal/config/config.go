@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"codeexec/internal/egress"
 )
 
 // Config configures `codeexec serve`.
@@ -74,6 +77,18 @@ type Config struct {
 	// SearXNGURL enables the web_search tool with a SearXNG instance.
 	SearXNGURL string
 
+	// EgressAllow lists the domains sandboxed code may reach over HTTP(S)
+	// through the filtering proxy: exact names or "*.suffix". Empty (the
+	// default): no network at all. A request may narrow it, never widen it.
+	EgressAllow []string
+	// EgressMaxBytes caps the bytes one execution moves through the proxy
+	// (default 64 MiB).
+	EgressMaxBytes int64
+	// EgressHeadersFile names a JSON file {"domain pattern": {"Header":
+	// "value"}} of headers the proxy adds to plain-HTTP requests, so that
+	// a secret never enters the sandbox.
+	EgressHeadersFile string
+
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string
 }
@@ -87,6 +102,7 @@ func Default() Config {
 		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second,
 		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
 		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
+		EgressMaxBytes:  64 << 20,
 		UpstreamTimeout: 120 * time.Second, MaxTurns: 10, ToolTimeBudget: 5 * time.Minute,
 		LogLevel: "info",
 	}
@@ -142,6 +158,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxTurns, "max-turns", c.MaxTurns, "model calls with tools per chat request")
 	fs.DurationVar(&c.ToolTimeBudget, "tool-time-budget", c.ToolTimeBudget, "total time for the tool calls of one chat request")
 	fs.StringVar(&c.SearXNGURL, "searxng-url", c.SearXNGURL, "SearXNG instance for the web_search tool (empty: web_search is refused)")
+	fs.Var(stringList{&c.EgressAllow}, "egress-allow", "comma-separated domains (exact or *.suffix) sandboxed code may reach over HTTP(S); empty: no network")
+	fs.Int64Var(&c.EgressMaxBytes, "egress-max-bytes", c.EgressMaxBytes, "bytes one execution may move through the egress proxy")
+	fs.StringVar(&c.EgressHeadersFile, "egress-headers-file", c.EgressHeadersFile, "JSON file of headers the egress proxy adds per domain pattern")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }
 
@@ -210,7 +229,7 @@ func (c *Config) Validate() error {
 		"--timeout": int64(c.Timeout), "--max-timeout": int64(c.MaxTimeout), "--memory-mb": c.MemoryMB, "--max-memory-mb": c.MaxMemoryMB,
 		"--output-bytes": c.OutputBytes, "--max-output-bytes": c.MaxOutputBytes, "--session-idle": int64(c.SessionIdle),
 		"--session-max-lifetime": int64(c.SessionMaxLifetime), "--upstream-timeout": int64(c.UpstreamTimeout),
-		"--max-turns": int64(c.MaxTurns), "--tool-time-budget": int64(c.ToolTimeBudget)}
+		"--max-turns": int64(c.MaxTurns), "--tool-time-budget": int64(c.ToolTimeBudget), "--egress-max-bytes": c.EgressMaxBytes}
 	for name, v := range pos {
 		if v <= 0 {
 			bad("%s must be positive", name)
@@ -250,4 +269,30 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// EgressPolicy builds the egress proxy's policy from EgressAllow,
+// EgressMaxBytes and EgressHeadersFile, or returns nil when EgressAllow is
+// empty (no network).
+func (c *Config) EgressPolicy() (*egress.Policy, error) {
+	if len(c.EgressAllow) == 0 {
+		if c.EgressHeadersFile != "" {
+			return nil, errors.New("--egress-headers-file needs --egress-allow")
+		}
+		return nil, nil
+	}
+	p := &egress.Policy{Allow: c.EgressAllow, MaxBytes: c.EgressMaxBytes}
+	if c.EgressHeadersFile != "" {
+		data, err := os.ReadFile(c.EgressHeadersFile)
+		if err != nil {
+			return nil, fmt.Errorf("read egress headers: %w", err)
+		}
+		if err := json.Unmarshal(data, &p.Headers); err != nil {
+			return nil, fmt.Errorf("%s: want {\"domain\": {\"Header\": \"value\"}}: %w", c.EgressHeadersFile, err)
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("egress policy: %w", err)
+	}
+	return p, nil
 }

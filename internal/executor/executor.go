@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"codeexec/internal/egress"
 	"codeexec/internal/python"
 )
 
@@ -113,6 +114,10 @@ type Request struct {
 	// Sink, when set, receives the created and changed files; otherwise
 	// Result.Files only lists them.
 	Sink FileSink
+	// Network, when set, lets the code reach the web through a filtering
+	// proxy with this policy (HTTP_PROXY and HTTPS_PROXY point at it);
+	// nil means no network at all.
+	Network *egress.Policy
 }
 
 // Result is the outcome of an execution, the object of API.md.
@@ -129,6 +134,9 @@ type Result struct {
 	// DurationMS is the wall time of the run, from handing the code to the
 	// sandbox to its last output.
 	DurationMS float64 `json:"duration_ms"`
+	// Network lists the connections the code asked the egress proxy
+	// for, allowed or denied; absent when the execution had no network.
+	Network []egress.Access `json:"network,omitempty"`
 	// SessionEnded is set when the execution ended its session's process
 	// (a limit that could not be met by interrupting the code).
 	SessionEnded bool `json:"session_ended,omitempty"`

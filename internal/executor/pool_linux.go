@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"codeexec/internal/egress"
 	"codeexec/internal/python"
 	"codeexec/internal/sandbox"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	CgroupParent string
 	// Logger receives the executor's logs (default: discard).
 	Logger *slog.Logger
+	// Egress are the options of the egress proxies (resolver, dialer,
+	// address filter); tests narrow them to loopback.
+	Egress egress.Options
 }
 
 func (c *Config) setDefaults() {

@@ -27,8 +27,8 @@ const maxDisplayBytes = 64 << 20
 // limit first interrupts the code and kills the process only if it does not
 // stop within interruptGrace; otherwise the child is killed at once. The
 // caller destroys a child that is not kept or whose process ended.
-func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (*Result, error) {
-	res := &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
+func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
+	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
 	if err := c.cg.SetLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
 		return nil, err
 	}
@@ -39,10 +39,24 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (*Re
 		}
 	}
 	before := scanFiles(c.data)
+	var env map[string]string
+	if req.Network != nil {
+		proxy, penv, err := c.startEgress(*req.Network, c.p.cfg.Egress)
+		if err != nil {
+			return nil, err
+		}
+		env = penv
+		defer func() {
+			proxy.Close() // waits for its requests: the log is final
+			if res != nil {
+				res.Network = proxy.Log()
+			}
+		}()
+	}
 	nonce := newNonce()
 	mark := []byte("\x00" + nonce + "\x00")
 	c.mark.Store(&mark)
-	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Nonce: nonce, MaxFileBytes: l.FileBytes}); err != nil {
+	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Nonce: nonce, MaxFileBytes: l.FileBytes, Env: env}); err != nil {
 		return nil, fmt.Errorf("send code to sandbox: %w", err)
 	}
 	start := time.Now()

@@ -68,6 +68,9 @@ type Exec struct {
 	Code         string `json:"code"`
 	Nonce        string `json:"nonce"`
 	MaxFileBytes int64  `json:"max_file_bytes,omitempty"`
+	// Env is set in os.environ before the code runs (the egress proxy's
+	// variables); keys not given are left as they are.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // Bundle is a MIME bundle: MIME type to content (base64 for binary types,

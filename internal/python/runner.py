@@ -171,6 +171,9 @@ def execute(msg, g):
     code = msg["code"]
     result, error = None, None
     try:
+        env = msg.get("env")
+        if isinstance(env, dict):
+            os.environ.update({str(k): str(v) for k, v in env.items()})
         lim = msg.get("max_file_bytes")
         if lim:
             # Only the soft limit: a later execution of a session may ask

@@ -153,7 +153,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 	if sb.timeout > 0 {
 		timeout = sb.timeout
 	}
-	desc := toolloop.SandboxDescription(timeout, s.cfg.MemoryMB, fileNames)
+	var allow []string
+	if s.egress != nil {
+		allow = s.egress.Allow
+	}
+	desc := toolloop.SandboxDescription(timeout, s.cfg.MemoryMB, fileNames, allow)
 
 	if !req.Stream {
 		resp, err := s.chat.Loop.Run(r.Context(), req, sb, desc, nil)
@@ -259,7 +263,8 @@ func (c *chatSandbox) Run(ctx context.Context, code string) (*executor.Result, e
 	if err != nil {
 		return nil, err
 	}
-	req := executor.Request{Code: code, Limits: executor.Limits{Timeout: c.timeout}, Sink: storeSink{s: c.s, owner: c.owner, sessionID: sid}}
+	req := executor.Request{Code: code, Limits: executor.Limits{Timeout: c.timeout}, Sink: storeSink{s: c.s, owner: c.owner, sessionID: sid},
+		Network: c.s.egress}
 	res, err := sess.Execute(ctx, req)
 	ended := errors.Is(err, executor.ErrSessionEnded) || (res != nil && res.SessionEnded)
 	if res != nil {

@@ -23,6 +23,9 @@ type execRequest struct {
 	Files         []inputFile `json:"files"`
 	SessionID     *string     `json:"session_id"`
 	Stream        bool        `json:"stream"`
+	Network       *struct {
+		Allow []string `json:"allow"`
+	} `json:"network"`
 }
 
 type inputFile struct {
@@ -60,6 +63,9 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 			return req, invalid("memory_limit_mb", "memory_limit_mb is over the server's maximum of %d", s.cfg.MaxMemoryMB)
 		}
 		req.Limits.MemoryBytes = *m << 20
+	}
+	if e := s.network(body, &req); e != nil {
+		return req, e
 	}
 	if len(body.Files) > 1000 {
 		return req, invalid("files", "at most 1000 files per request")
@@ -282,4 +288,28 @@ func (s *sseWriter) event(name string, v any) {
 	if s.f != nil {
 		s.f.Flush()
 	}
+}
+
+// network sets req's egress policy: the server's, narrowed to the
+// request's allow list when it gives one (an empty list: no network).
+func (s *Server) network(body *execRequest, req *executor.Request) *apiError {
+	if s.egress == nil {
+		if body.Network != nil && len(body.Network.Allow) > 0 {
+			return invalid("network.allow", "network access is not enabled on this server (the operator sets --egress-allow)")
+		}
+		return nil
+	}
+	p := *s.egress
+	if body.Network != nil {
+		if len(body.Network.Allow) == 0 {
+			return nil
+		}
+		n, err := p.Narrow(body.Network.Allow)
+		if err != nil {
+			return invalid("network.allow", "%v", err)
+		}
+		p = n
+	}
+	req.Network = &p
+	return nil
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	rejected   *prometheus.CounterVec
 	sessions   prometheus.Gauge
 	fileBytes  *prometheus.CounterVec
+	egress     *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -49,8 +50,11 @@ func newMetrics(s *Server) *metrics {
 		fileBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "codeexec_file_bytes_total", Help: "Bytes of files moved, by direction (upload, download, generated).",
 		}, []string{"direction"}),
+		egress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codeexec_egress_requests_total", Help: "Requests of sandboxed code to the egress proxy, by outcome (allowed, denied).",
+		}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.executions, m.duration, m.queueWait, m.limitHits, m.rejected, m.sessions, m.fileBytes,
+	m.reg.MustRegister(m.executions, m.duration, m.queueWait, m.limitHits, m.rejected, m.sessions, m.fileBytes, m.egress,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "codeexec_warm_sandboxes", Help: "Warm sandboxes ready for code.",
 		}, func() float64 { return float64(s.exec.Warm()) }),
@@ -73,6 +77,13 @@ func (m *metrics) handler() http.Handler {
 func (m *metrics) observe(r *executor.Result) {
 	m.executions.WithLabelValues(string(r.Status)).Inc()
 	m.duration.Observe(r.DurationMS / 1000)
+	for _, a := range r.Network {
+		if a.Allowed {
+			m.egress.WithLabelValues("allowed").Inc()
+		} else {
+			m.egress.WithLabelValues("denied").Inc()
+		}
+	}
 	switch r.Status {
 	case executor.StatusTimeout, executor.StatusMemoryLimit, executor.StatusOutputLimit:
 		m.limitHits.WithLabelValues(string(r.Status)).Inc()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"codeexec/internal/config"
+	"codeexec/internal/egress"
 	"codeexec/internal/executor"
 	"codeexec/internal/store"
 )
@@ -33,6 +34,7 @@ type Server struct {
 	mux     *http.ServeMux
 	keys    map[string]string // sha256(key) hex -> owner id
 	chat    *Chat             // nil: no model provider configured
+	egress  *egress.Policy    // nil: sandboxes have no network
 
 	// hardStop is cancelled when the shutdown grace period is over: every
 	// running execution is then killed and answered.
@@ -216,6 +218,10 @@ var errShutdown = errors.New("the server is shutting down")
 // KillExecutions kills every running execution; each is answered with
 // status killed. Serve calls it when the shutdown grace period is over.
 func (s *Server) KillExecutions() { s.kill() }
+
+// SetEgress lets executions reach the web through the filtering proxy
+// with policy p (requests may narrow it). Without it they have no network.
+func (s *Server) SetEgress(p *egress.Policy) { s.egress = p }
 
 // Close kills running executions and ends every session. Call it after
 // http.Server.Shutdown.

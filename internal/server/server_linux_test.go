@@ -139,6 +139,7 @@ func errOf(body map[string]any) (param, code, msg string) {
 }
 
 func TestExecuteAndBadInput(t *testing.T) {
+	// (network.allow without --egress-allow is refused below)
 	s := startService(t, nil)
 	st, body := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(6*7)\n6*7"})
 	if st != 200 || body["status"] != "ok" || body["stdout"] != "42\n" {
@@ -171,6 +172,7 @@ func TestExecuteAndBadInput(t *testing.T) {
 		{"bad base64", `{"code":"1","files":[{"path":"x","content_base64":"%%%"}]}`, 400, "files[0].content_base64"},
 		{"unknown file id", `{"code":"1","files":[{"file_id":"file-nope"}]}`, 404, ""},
 		{"code over 1 MiB", `{"code":"` + strings.Repeat("#", 1<<20+1) + `"}`, 400, "code"},
+		{"network without egress", `{"code":"1","network":{"allow":["a.test"]}}`, 400, "network.allow"},
 		{"body over the limit", `{"code":"` + strings.Repeat("#", 33<<20) + `"}`, 413, ""},
 	}
 	for _, tt := range tests {
@@ -525,5 +527,30 @@ func TestShutdownLeavesNothing(t *testing.T) {
 	entries, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/memory/codeexec/%d-*/c[0-9]*", os.Getpid()))
 	if len(entries) > 0 {
 		t.Errorf("cgroups left after shutdown: %v", entries)
+	}
+}
+
+func TestNetworkRequestValidation(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.EgressAllow = []string{"*.allowed.test"} })
+	tests := []struct {
+		name   string
+		allow  []string
+		status int
+	}{
+		{"wider than the operator's", []string{"evil.test"}, 400},
+		{"bad pattern", []string{"*"}, 400},
+		{"narrower", []string{"api.allowed.test"}, 200},
+		{"none", []string{}, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, body := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)", "network": map[string]any{"allow": tt.allow}})
+			if st != tt.status {
+				t.Errorf("network.allow %v = %d %v, want %d", tt.allow, st, body, tt.status)
+			}
+			if param, _, _ := errOf(body); st == 400 && param != "network.allow" {
+				t.Errorf("param = %q, want network.allow", param)
+			}
+		})
 	}
 }

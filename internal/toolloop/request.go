@@ -327,12 +327,18 @@ func (r *Request) toolDefs(sandbox string) []json.RawMessage {
 }
 
 // SandboxDescription describes the sandbox to the model.
-func SandboxDescription(timeout time.Duration, memoryMB int64, files []string) string {
+// network lists the domains reachable over HTTP(S) (nil: no network).
+func SandboxDescription(timeout time.Duration, memoryMB int64, files []string, network []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run Python 3 code in a secure sandbox and get its output. Preinstalled: numpy, pandas, matplotlib, scipy, sympy, requests, PIL. "+
 		"Each run is limited to %g s and %d MiB of memory. The working directory is /mnt/data; files written there are returned to the user. "+
-		"Show plots with plt.show(); they are shown to the user as images. There is no network access. "+
+		"Show plots with plt.show(); they are shown to the user as images. "+
 		"Variables, imports and files persist across the runs of this conversation turn.", timeout.Seconds(), memoryMB)
+	if len(network) == 0 {
+		b.WriteString(" There is no network access.")
+	} else {
+		fmt.Fprintf(&b, " HTTP(S) requests (e.g. with requests) may reach only: %s; anything else is refused.", strings.Join(network, ", "))
+	}
 	if len(files) > 0 {
 		fmt.Fprintf(&b, " Files available: %s.", "/mnt/data/"+strings.Join(files, ", /mnt/data/"))
 	}
