@@ -41,7 +41,8 @@ type child struct {
 	stdout *os.File
 	stderr *os.File
 	cg     sandbox.Cgroup
-	data   *os.File // O_PATH handle of /mnt/data inside the child
+	limits sandbox.Limits // what cg holds now
+	data   *os.File       // O_PATH handle of /mnt/data inside the child
 
 	frames chan frame     // from the socket; closed at EOF
 	outs   [2]chan []byte // stdout, stderr chunks; nil chunk = end mark; closed at EOF
@@ -112,7 +113,7 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 		return nil, err
 	}
 	d := p.cfg.Defaults
-	if err := c.cg.SetLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
+	if err := c.setLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
 		return nil, err
 	}
 	if err := c.cg.Add(c.pid); err != nil {
@@ -138,6 +139,20 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	go c.readPipe(c.stdout, c.outs[0])
 	go c.readPipe(c.stderr, c.outs[1])
 	return c, nil
+}
+
+// setLimits writes l to the child's cgroup unless it holds them already
+// (the common case: a request with the default limits on a child set up
+// with them saves the cgroup writes on the request path).
+func (c *child) setLimits(l sandbox.Limits) error {
+	if l == c.limits {
+		return nil
+	}
+	if err := c.cg.SetLimits(l); err != nil {
+		return err
+	}
+	c.limits = l
+	return nil
 }
 
 // readReady reads the child's first frame and, from the kernel's

@@ -29,7 +29,7 @@ const maxDisplayBytes = 64 << 20
 // caller destroys a child that is not kept or whose process ended.
 func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
 	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
-	if err := c.cg.SetLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
+	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
 		return nil, err
 	}
 	oomBefore, _ := c.cg.OOMKills()
