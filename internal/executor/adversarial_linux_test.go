@@ -69,7 +69,7 @@ func newCheckedExecutor(t *testing.T, cfg Config) *Executor {
 		goleak.VerifyNone(t, goroutines)
 	})
 	e := newTestExecutor(t, cfg)
-	cgDir = path.Dir(e.pool.zcg.Path())
+	cgDir = path.Dir(e.pool().zcg.Path())
 	return e
 }
 
@@ -257,7 +257,7 @@ func (a *adversary) noChildLeft(t *testing.T, res *Result) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var left []string
 		for _, root := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"} {
-			dir := filepath.Join(root, path.Dir(a.e.pool.zcg.Path()), name)
+			dir := filepath.Join(root, path.Dir(a.e.pool().zcg.Path()), name)
 			if _, err := os.Stat(dir); err == nil {
 				left = append(left, dir)
 			}
@@ -1525,7 +1525,7 @@ print("keys", sorted(os.environ))
 		wantNotInOutput(t, res, hostSecretValue, hostSecretEnv)
 	}})
 	// Nor is it in the zygote, which every child copies.
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", a.e.pool.cmd.Process.Pid))
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", a.e.pool().cmd.Process.Pid))
 	if err != nil {
 		t.Fatalf("read the zygote's environment: %v", err)
 	}

@@ -109,7 +109,7 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	if c.pidfd, err = unix.PidfdOpen(c.pid, 0); err != nil {
 		return nil, fmt.Errorf("pidfd_open %d: %w", c.pid, err)
 	}
-	if c.cg, err = p.cgs.New(fmt.Sprintf("c%d", id)); err != nil {
+	if c.cg, err = p.cgs.New(p.cgroupName("c", id)); err != nil {
 		return nil, err
 	}
 	d := p.cfg.Defaults
@@ -119,6 +119,15 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	if err := c.cg.Add(c.pid); err != nil {
 		return nil, err
 	}
+	// Only now, charged to its own cgroup, does the child warm up.
+	if err := python.WriteFrame(c.conn, map[string]string{"op": "warm"}); err != nil {
+		return nil, fmt.Errorf("warm child: %w", err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ev, err := python.ReadEvent(c.r); err != nil || ev.Type != "warmed" {
+		return nil, fmt.Errorf("warm child: %v %v (%s; its stderr: %q)", ev, err, c.exitReport(), c.drainStderr())
+	}
+	c.conn.SetReadDeadline(time.Time{})
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open work dir of child %d: %w", c.pid, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"codeexec/internal/sandbox"
@@ -15,7 +16,8 @@ import (
 type Executor struct {
 	cfg  Config
 	cgs  sandbox.Cgroups
-	pool *pool
+	cur  atomic.Pointer[pool] // the live zygote; replaced if it dies
+	stop chan struct{}        // closed by Close: ends supervise
 
 	wg       sync.WaitGroup // background destroys and sessions' timers
 	mu       sync.Mutex
@@ -34,19 +36,61 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
-	p, err := startPool(ctx, cfg, cgs)
+	p, err := startPool(ctx, cfg, cgs, 0)
 	if err != nil {
 		cgs.Close()
 		return nil, err
 	}
-	return &Executor{cfg: cfg, cgs: cgs, pool: p, sessions: map[*Session]struct{}{}}, nil
+	e := &Executor{cfg: cfg, cgs: cgs, stop: make(chan struct{}), sessions: map[*Session]struct{}{}}
+	e.cur.Store(p)
+	e.wg.Add(1)
+	go e.supervise()
+	return e, nil
+}
+
+// pool returns the live pool.
+func (e *Executor) pool() *pool { return e.cur.Load() }
+
+// supervise starts a new zygote when the current one dies (killed by the
+// OOM killer, say), so that the service heals; the sandboxes of the dead
+// one died with it. It ends when the executor closes.
+func (e *Executor) supervise() {
+	defer e.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		p := e.cur.Load()
+		select {
+		case <-e.stop:
+			return
+		case <-p.dead:
+		}
+		e.cfg.Logger.Error("zygote died; starting a new one", "generation", p.gen, "state", p.cmd.ProcessState)
+		for {
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(backoff):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			np, err := startPool(ctx, e.cfg, e.cgs, p.gen+1)
+			cancel()
+			if err == nil {
+				e.cur.Store(np)
+				backoff = 100 * time.Millisecond
+				break
+			}
+			e.cfg.Logger.Error("restart zygote", "err", err)
+			backoff = min(2*backoff, 30*time.Second)
+		}
+		p.close()
+	}
 }
 
 // Config returns the executor's configuration with defaults filled in.
 func (e *Executor) Config() Config { return e.cfg }
 
 // Warm reports how many children are ready to take code.
-func (e *Executor) Warm() int { return len(e.pool.warm) }
+func (e *Executor) Warm() int { return len(e.pool().warm) }
 
 // check validates a request and resolves its limits.
 func (e *Executor) check(req *Request) (Limits, error) {
@@ -71,7 +115,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if e.isClosed() {
 		return nil, ErrClosed
 	}
-	c, err := e.pool.get(ctx)
+	c, err := e.pool().get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +150,9 @@ func (e *Executor) Close() error {
 	for _, s := range ss {
 		s.Close()
 	}
-	e.pool.close()
+	close(e.stop)
+	e.wg.Wait() // supervise has stopped: cur is final
+	e.pool().close()
 	e.wg.Wait()
 	return e.cgs.Close()
 }

@@ -263,3 +263,21 @@ func TestLimitStatuses(t *testing.T) {
 		})
 	}
 }
+
+// A zygote that dies (the OOM killer, say) is replaced: the service heals.
+func TestZygoteRestart(t *testing.T) {
+	e := newTestExecutor(t, Config{PoolSize: 1})
+	old := e.pool()
+	old.cmd.Process.Kill()
+	deadline := time.Now().Add(60 * time.Second)
+	for e.pool() == old && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if e.pool() == old {
+		t.Fatal("no new zygote within 60 s")
+	}
+	r, err := e.Execute(context.Background(), Request{Code: "print('healed')"})
+	if err != nil || r.Stdout != "healed\n" {
+		t.Fatalf("after restart: %+v, %v", r, err)
+	}
+}

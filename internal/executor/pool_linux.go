@@ -39,7 +39,10 @@ type Config struct {
 	// MaxFiles is the most files (inodes) each of those may hold (default
 	// 10,000); OpenFiles the most open files of a process (default 1024).
 	MaxFiles, OpenFiles int64
-	// ZygoteMemoryBytes caps the zygote's memory (default 2 GiB).
+	// ZygoteMemoryBytes caps the zygote's memory (default 4 GiB). Kernel
+	// memory a child allocates at fork (page tables, about 0.5 MiB) stays
+	// charged to the zygote's cgroup while the child lives, so this bounds
+	// the number of live sandboxes too.
 	ZygoteMemoryBytes int64
 	// MaxCodeBytes is the largest program accepted (default 1 MiB).
 	MaxCodeBytes int
@@ -78,7 +81,7 @@ func (c *Config) setDefaults() {
 	setDef(&c.TmpBytes, 64<<20)
 	setDef(&c.MaxFiles, 10_000)
 	setDef(&c.OpenFiles, 1024)
-	setDef(&c.ZygoteMemoryBytes, 2<<30)
+	setDef(&c.ZygoteMemoryBytes, 4<<30)
 	if c.MaxCodeBytes == 0 {
 		c.MaxCodeBytes = MaxCodeBytes
 	}
@@ -99,6 +102,7 @@ const (
 
 // pool is one zygote and its warm children.
 type pool struct {
+	gen  int // generation: 0 for the first zygote, +1 for each restart
 	cfg  Config
 	log  *slog.Logger
 	cmd  *exec.Cmd
@@ -119,7 +123,7 @@ type pool struct {
 
 // startPool starts a zygote and fills the warm pool in the background. It
 // returns once the zygote has preloaded its libraries.
-func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups) (_ *pool, err error) {
+func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_ *pool, err error) {
 	prog, err := sandbox.SeccompProgram()
 	if err != nil {
 		return nil, fmt.Errorf("build seccomp filter: %w", err)
@@ -151,7 +155,7 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups) (_ *pool, e
 	theirs := os.NewFile(uintptr(fds[1]), "zygote-control")
 	defer theirs.Close()
 	p := &pool{
-		cfg: cfg, log: cfg.Logger, ctrl: fds[0], cgs: cgs,
+		gen: gen, cfg: cfg, log: cfg.Logger, ctrl: fds[0], cgs: cgs,
 		warm: make(chan *child, cfg.PoolSize), dead: make(chan struct{}),
 		live: map[int]*child{},
 	}
@@ -160,7 +164,7 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups) (_ *pool, e
 			p.close()
 		}
 	}()
-	if p.zcg, err = cgs.New("zygote"); err != nil {
+	if p.zcg, err = cgs.New(p.cgroupName("zygote", 0)); err != nil {
 		return nil, err
 	}
 	if err := p.zcg.SetLimits(sandbox.Limits{MemoryBytes: cfg.ZygoteMemoryBytes, Pids: 64}); err != nil {
@@ -300,6 +304,20 @@ func (p *pool) sendControl(msg python.Control) error {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	return unix.Sendmsg(p.ctrl, data, nil, nil, 0)
+}
+
+// cgroupName names a cgroup of this pool: generations after the first get
+// a prefix, so a restarted pool never reuses a cgroup the old one is still
+// removing.
+func (p *pool) cgroupName(kind string, id int) string {
+	name := kind
+	if id > 0 {
+		name = fmt.Sprintf("%s%d", kind, id)
+	}
+	if p.gen > 0 {
+		name = fmt.Sprintf("g%d-%s", p.gen, name)
+	}
+	return name
 }
 
 // refillers is how many children may be spawning at once.

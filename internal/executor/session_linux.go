@@ -35,7 +35,7 @@ func (e *Executor) NewSession(ctx context.Context, idle time.Duration) (*Session
 	if closed {
 		return nil, ErrClosed
 	}
-	c, err := e.pool.get(ctx)
+	c, err := e.pool().get(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ type Error struct {
 	Traceback string `json:"traceback,omitempty"`
 }
 
-// Event is one frame from a child: "ready", "display" or "done".
+// Event is one frame from a child: "ready", "warmed", "display" or "done".
 type Event struct {
 	Type   string `json:"type"`
 	Bundle Bundle `json:"bundle,omitempty"` // display
@@ -137,7 +137,7 @@ func DecodeEvent(data []byte) (*Event, error) {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch ev.Type {
-	case "ready", "display":
+	case "ready", "warmed", "display":
 	case "done":
 		if ev.Status != "ok" && ev.Status != "error" {
 			return nil, fmt.Errorf("%w: done with status %q", ErrProtocol, ev.Status)

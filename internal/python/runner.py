@@ -6,7 +6,8 @@ the runner answers with any number of {"type": "display", "bundle": {...}}
 and one {"type": "done", "status": "ok"|"error", "result": bundle|null,
 "error": {...}|null}. Before "done" it writes the nonce, framed by NULs, to
 stdout and stderr so Go knows both pipes are drained up to this execution.
-The first frame the runner sends is {"type": "ready"}.
+The first frame the runner sends is {"type": "ready"}; Go then moves the
+child into its cgroup and sends {"op": "warm"}, answered by {"type": "warmed"}.
 """
 
 import ast
@@ -242,6 +243,14 @@ def serve(sock):
         msg = recv()
         if msg is None:
             os._exit(0)
+        if msg.get("op") == "warm":
+            # Go moved us into our own cgroup: touch, before any request,
+            # the pages the first cell would otherwise copy on write, so
+            # that cost belongs to the pool refill (and to our cgroup, not
+            # the zygote's).
+            warm()
+            send({"type": "warmed"})
+            continue
         if msg.get("op") != "exec":
             continue
         result, error = execute(msg, g)

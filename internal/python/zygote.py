@@ -127,9 +127,6 @@ def child_main(sock, out_w, err_w, uid):
     os.environ["HOME"] = "/mnt/data"
     os.makedirs("/tmp/matplotlib", exist_ok=True)
     import runner
-    # Touch, before any request, the pages the first cell would otherwise
-    # copy on write: that cost belongs to the pool refill, not to a request.
-    runner.warm()
     runner.serve(sock)
 
 
