@@ -6,8 +6,9 @@ the runner answers with any number of {"type": "display", "bundle": {...}}
 and one {"type": "done", "status": "ok"|"error", "result": bundle|null,
 "error": {...}|null}. Before "done" it writes the nonce, framed by NULs, to
 stdout and stderr so Go knows both pipes are drained up to this execution.
-The first frame the runner sends is {"type": "ready"}; Go then moves the
-child into its cgroup and sends {"op": "warm"}, answered by {"type": "warmed"}.
+A new child first sends {"type": "ready"}; Go moves it into its cgroup
+and sends {"op": "warm"}; the child isolates itself, warms up and answers
+{"type": "warmed"}.
 """
 
 import ast
@@ -42,6 +43,12 @@ def warm():
     import matplotlib.pyplot as plt
     plt.get_fignums()
     _cell = 0
+
+
+def bind(sock):
+    """Makes sock the socket frames go to and come from."""
+    global _sock
+    _sock = sock
 
 
 def send(obj):
@@ -223,8 +230,7 @@ def _on_sigint(signum, frame):
 
 def serve(sock):
     """Runs in the child: answers exec requests until Go closes the socket."""
-    global _sock
-    _sock = sock
+    bind(sock)
     sys.stdin = open(os.devnull)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True)
@@ -238,19 +244,14 @@ def serve(sock):
     except Exception:
         pass
     g = {"__name__": "__main__", "__builtins__": builtins, "display": display}
-    send({"type": "ready"})
+    # Touch, before any request, the pages the first cell would otherwise
+    # copy on write, so that cost belongs to the pool refill.
+    warm()
+    send({"type": "warmed"})
     while True:
         msg = recv()
         if msg is None:
             os._exit(0)
-        if msg.get("op") == "warm":
-            # Go moved us into our own cgroup: touch, before any request,
-            # the pages the first cell would otherwise copy on write, so
-            # that cost belongs to the pool refill (and to our cgroup, not
-            # the zygote's).
-            warm()
-            send({"type": "warmed"})
-            continue
         if msg.get("op") != "exec":
             continue
         result, error = execute(msg, g)

@@ -91,6 +91,17 @@ def child_main(sock, out_w, err_w, uid):
     """Runs in the forked child, pid 1 of its own pid namespace."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    import runner
+    # Say "ready" at once: the kernel attaches our pid (SCM_CREDENTIALS),
+    # Go moves us into our own cgroup and answers "warm". Only then do we
+    # build namespaces and mounts and warm up, so that their memory (kernel
+    # memory included) is charged to our cgroup, not the zygote's: cgroups
+    # do not move charges with a process.
+    runner.bind(sock)
+    runner.send({"type": "ready"})
+    msg = runner.recv()
+    if not msg or msg.get("op") != "warm":
+        os._exit(0)
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
@@ -126,7 +137,6 @@ def child_main(sock, out_w, err_w, uid):
     os.environ.update(CONFIG["env"])
     os.environ["HOME"] = "/mnt/data"
     os.makedirs("/tmp/matplotlib", exist_ok=True)
-    import runner
     runner.serve(sock)
 
 
