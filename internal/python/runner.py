@@ -245,8 +245,14 @@ def serve(sock):
         pass
     g = {"__name__": "__main__", "__builtins__": builtins, "display": display}
     # Touch, before any request, the pages the first cell would otherwise
-    # copy on write, so that cost belongs to the pool refill.
+    # copy on write, so that cost belongs to the pool refill: the warm-up
+    # paths, then the request path itself with a cell that prints nothing.
     warm()
+    global _cell
+    execute({"code": "import sys\nsys.stdout.write('')\nsys.stdout.flush()\nsys.stderr.flush()\n[1]"},
+            {"__name__": "__main__", "__builtins__": builtins})
+    _cell = 0
+    _filenames.clear()
     send({"type": "warmed"})
     while True:
         msg = recv()

@@ -187,9 +187,6 @@ var roBinds = []string{
 	"/etc/python3.12",
 	"/etc/python3.13",
 	"/var/cache/fontconfig", // fontconfig's pre-built cache
-	// glibc's malloc reads THP settings here (glibc.malloc.hugetlb=1); the
-	// executor uses huge pages to make the zygote's fork cheap.
-	"/sys/kernel/mm/transparent_hugepage",
 }
 
 var devices = []string{"null", "zero", "full", "random", "urandom"}

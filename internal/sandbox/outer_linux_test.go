@@ -83,7 +83,7 @@ say("numpy", int(numpy.arange(10).sum()))
 		t.Fatalf("sandboxed python: %v\nstderr: %s", err, errOut)
 	}
 	for _, want := range []string{
-		"root=['bin', 'dev', 'etc', 'lib', 'lib64', 'mnt', 'proc', 'run', 'sbin', 'sys', 'tmp', 'usr', 'var']",
+		"root=['bin', 'dev', 'etc', 'lib', 'lib64', 'mnt', 'proc', 'run', 'sbin', 'tmp', 'usr', 'var']",
 		"uid=(0, 0)", "pid=1", "hostname='sandbox'", "file='hi'",
 		"write /=30", "write /usr/x=30", "write /etc/x=30", "write /run/codeexec/x=30",
 		"tmp='ok'", "numpy=45",
