@@ -84,6 +84,9 @@ type Config struct {
 	// EgressMaxBytes caps the bytes one execution moves through the proxy
 	// (default 64 MiB).
 	EgressMaxBytes int64
+	// EgressHTTPPorts and EgressTLSPorts are the ports plain HTTP and
+	// CONNECT may reach (default 80 and 443).
+	EgressHTTPPorts, EgressTLSPorts []int
 	// EgressHeadersFile names a JSON file {"domain pattern": {"Header":
 	// "value"}} of headers the proxy adds to plain-HTTP requests, so that
 	// a secret never enters the sandbox.
@@ -128,6 +131,35 @@ func (s stringList) Set(v string) error {
 	return nil
 }
 
+// intList is a comma-separated list of integers.
+type intList struct{ v *[]int }
+
+func (l intList) String() string {
+	if l.v == nil {
+		return ""
+	}
+	var parts []string
+	for _, n := range *l.v {
+		parts = append(parts, strconv.Itoa(n))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l intList) Set(v string) error {
+	*l.v = nil
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q is not a port", f)
+		}
+		*l.v = append(*l.v, n)
+	}
+	return nil
+}
+
 // Register defines c's flags on fs with c's current values as defaults.
 // Call ApplyEnv after parsing to fill what no flag set from CODEEXEC_*.
 func (c *Config) Register(fs *flag.FlagSet) {
@@ -160,6 +192,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.SearXNGURL, "searxng-url", c.SearXNGURL, "SearXNG instance for the web_search tool (empty: web_search is refused)")
 	fs.Var(stringList{&c.EgressAllow}, "egress-allow", "comma-separated domains (exact or *.suffix) sandboxed code may reach over HTTP(S); empty: no network")
 	fs.Int64Var(&c.EgressMaxBytes, "egress-max-bytes", c.EgressMaxBytes, "bytes one execution may move through the egress proxy")
+	fs.Var(intList{&c.EgressHTTPPorts}, "egress-http-ports", "comma-separated ports plain HTTP may reach through the egress proxy (default 80)")
+	fs.Var(intList{&c.EgressTLSPorts}, "egress-tls-ports", "comma-separated ports HTTPS (CONNECT) may reach through the egress proxy (default 443)")
 	fs.StringVar(&c.EgressHeadersFile, "egress-headers-file", c.EgressHeadersFile, "JSON file of headers the egress proxy adds per domain pattern")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }
@@ -281,7 +315,7 @@ func (c *Config) EgressPolicy() (*egress.Policy, error) {
 		}
 		return nil, nil
 	}
-	p := &egress.Policy{Allow: c.EgressAllow, MaxBytes: c.EgressMaxBytes}
+	p := &egress.Policy{Allow: c.EgressAllow, MaxBytes: c.EgressMaxBytes, HTTPPorts: c.EgressHTTPPorts, TLSPorts: c.EgressTLSPorts}
 	if c.EgressHeadersFile != "" {
 		data, err := os.ReadFile(c.EgressHeadersFile)
 		if err != nil {

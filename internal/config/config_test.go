@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"codeexec/internal/egress"
 )
 
 // parse builds a Config the way `codeexec serve` does: defaults, then
@@ -320,4 +322,37 @@ func TestConfigDocumented(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestEgressPolicy(t *testing.T) {
+	dir := t.TempDir()
+	headers := dir + "/h.json"
+	os.WriteFile(headers, []byte(`{"api.example.com": {"Authorization": "Bearer x"}}`), 0o600)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c := Default()
+	c.Register(fs)
+	if err := fs.Parse([]string{"--egress-allow", "api.example.com,*.wiki.test", "--egress-tls-ports", "443,8443", "--egress-headers-file", headers}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.EgressPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &egress.Policy{Allow: []string{"api.example.com", "*.wiki.test"}, TLSPorts: []int{443, 8443}, MaxBytes: 64 << 20,
+		Headers: map[string]map[string]string{"api.example.com": {"Authorization": "Bearer x"}}}
+	if diff := cmp.Diff(want, p); diff != "" {
+		t.Errorf("EgressPolicy (-want +got):\n%s", diff)
+	}
+	if err := fs.Parse([]string{"--egress-http-ports", "80,0"}); err == nil {
+		t.Error("port 0 accepted")
+	}
+	empty := Default()
+	if p, err := empty.EgressPolicy(); p != nil || err != nil {
+		t.Errorf("no allowlist: policy %v, err %v; want no network", p, err)
+	}
+	bad := Default()
+	bad.EgressAllow = []string{"*"}
+	if _, err := bad.EgressPolicy(); err == nil {
+		t.Error("pattern * accepted")
+	}
 }
