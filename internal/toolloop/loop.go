@@ -248,26 +248,7 @@ func (l *Loop) turn(ctx context.Context, req *Request, msgs []json.RawMessage, w
 	acc := map[int]*call{}
 	var order []int
 	err := l.Model.ChatStream(ctx, body, func(data []byte) error {
-		var ch struct {
-			ID      string          `json:"id"`
-			Model   json.RawMessage `json:"model"`
-			Created json.RawMessage `json:"created"`
-			Usage   json.RawMessage `json:"usage"`
-			Choices []struct {
-				Delta struct {
-					Content   *string `json:"content"`
-					ToolCalls []struct {
-						Index    int    `json:"index"`
-						ID       string `json:"id"`
-						Function struct {
-							Name      string `json:"name"`
-							Arguments string `json:"arguments"`
-						} `json:"function"`
-					} `json:"tool_calls"`
-				} `json:"delta"`
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-		}
+		var ch wireResponse
 		if err := json.Unmarshal(data, &ch); err != nil {
 			return &upstreamProtocolError{"the model's stream sent a malformed chunk"}
 		}
@@ -313,6 +294,32 @@ func (l *Loop) turn(ctx context.Context, req *Request, msgs []json.RawMessage, w
 	return t, nil
 }
 
+// wireResponse is what the loop reads of a chat.completion or of a
+// chat.completion.chunk (choices carry a message or a delta).
+type wireResponse struct {
+	ID      string          `json:"id"`
+	Model   json.RawMessage `json:"model"`
+	Created json.RawMessage `json:"created"`
+	Usage   json.RawMessage `json:"usage"`
+	Choices []struct {
+		Message      wireMessage `json:"message"`
+		Delta        wireMessage `json:"delta"`
+		FinishReason *string     `json:"finish_reason"`
+	} `json:"choices"`
+}
+
+type wireMessage struct {
+	Content   *string `json:"content"`
+	ToolCalls []struct {
+		Index    int    `json:"index"` // chunks only
+		ID       string `json:"id"`
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	} `json:"tool_calls"`
+}
+
 // upstreamProtocolError is a malformed answer of the model provider.
 type upstreamProtocolError struct{ msg string }
 
@@ -329,29 +336,15 @@ func parseCompletion(data []byte) (*turnResult, error) {
 	if err := json.Unmarshal(data, &resp); err != nil {
 		return nil, &upstreamProtocolError{"the model's answer is not a JSON object"}
 	}
-	var v struct {
-		ID      string          `json:"id"`
-		Model   json.RawMessage `json:"model"`
-		Created json.RawMessage `json:"created"`
-		Choices []struct {
-			Message struct {
-				Content   *string `json:"content"`
-				ToolCalls []struct {
-					ID       string `json:"id"`
-					Function struct {
-						Name      string `json:"name"`
-						Arguments string `json:"arguments"`
-					} `json:"function"`
-				} `json:"tool_calls"`
-			} `json:"message"`
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-	}
+	var v wireResponse
 	if err := json.Unmarshal(data, &v); err != nil || len(v.Choices) == 0 {
 		return nil, &upstreamProtocolError{"the model's answer has no choices"}
 	}
 	c := v.Choices[0]
-	t := &turnResult{finish: c.FinishReason, usage: resp["usage"], resp: resp, id: v.ID, model: v.Model, created: v.Created}
+	t := &turnResult{usage: resp["usage"], resp: resp, id: v.ID, model: v.Model, created: v.Created}
+	if c.FinishReason != nil {
+		t.finish = *c.FinishReason
+	}
 	if c.Message.Content != nil {
 		t.content = *c.Message.Content
 	}
