@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,11 +45,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput and the memory of a warm child. Prints medians, p99 and ratios.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parse(fs, args); !ok {
+		return code
 	}
 	if *serverURL != "" {
 		b := &httpBench{url: strings.TrimRight(*serverURL, "/"), key: *apiKey, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}

@@ -49,11 +49,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "status is ok. Needs root (see 'codeexec doctor').\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args, fs)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parse(fs, reorder(args, fs)); !ok {
+		return code
 	}
 	src, err := readSource(*code, fs.Args())
 	if err != nil {
