@@ -17,13 +17,15 @@ import (
 // execRequest is the body of POST /v1/execute and of a session's execute.
 // Pointers tell an absent limit (the default) from a zero one (invalid).
 type execRequest struct {
-	Code          *string     `json:"code"`
-	Timeout       *float64    `json:"timeout"`
-	MemoryLimitMB *int64      `json:"memory_limit_mb"`
-	Files         []inputFile `json:"files"`
-	SessionID     *string     `json:"session_id"`
-	Stream        bool        `json:"stream"`
-	Network       *struct {
+	Code          *string  `json:"code"`
+	Timeout       *float64 `json:"timeout"`
+	MemoryLimitMB *int64   `json:"memory_limit_mb"`
+	// OutputLimitBytes extends API.md: the limit of stdout and of stderr.
+	OutputLimitBytes *int64      `json:"output_limit_bytes"`
+	Files            []inputFile `json:"files"`
+	SessionID        *string     `json:"session_id"`
+	Stream           bool        `json:"stream"`
+	Network          *struct {
 		Allow []string `json:"allow"`
 	} `json:"network"`
 }
@@ -63,6 +65,12 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 			return req, invalid("memory_limit_mb", "memory_limit_mb is over the server's maximum of %d", s.cfg.MaxMemoryMB)
 		}
 		req.Limits.MemoryBytes = *m << 20
+	}
+	if o := body.OutputLimitBytes; o != nil {
+		if *o <= 0 || *o > s.cfg.MaxOutputBytes {
+			return req, invalid("output_limit_bytes", "output_limit_bytes must be between 1 and the server's maximum of %d", s.cfg.MaxOutputBytes)
+		}
+		req.Limits.OutputBytes = *o
 	}
 	if e := s.network(body, &req); e != nil {
 		return req, e

@@ -172,6 +172,8 @@ func TestExecuteAndBadInput(t *testing.T) {
 		{"bad base64", `{"code":"1","files":[{"path":"x","content_base64":"%%%"}]}`, 400, "files[0].content_base64"},
 		{"unknown file id", `{"code":"1","files":[{"file_id":"file-nope"}]}`, 404, ""},
 		{"code over 1 MiB", `{"code":"` + strings.Repeat("#", 1<<20+1) + `"}`, 400, "code"},
+		{"output limit zero", `{"code":"1","output_limit_bytes":0}`, 400, "output_limit_bytes"},
+		{"output limit over max", `{"code":"1","output_limit_bytes":99999999999}`, 400, "output_limit_bytes"},
 		{"network without egress", `{"code":"1","network":{"allow":["a.test"]}}`, 400, "network.allow"},
 		{"body over the limit", `{"code":"` + strings.Repeat("#", 33<<20) + `"}`, 413, ""},
 	}
@@ -183,6 +185,10 @@ func TestExecuteAndBadInput(t *testing.T) {
 				t.Errorf("POST /v1/execute %s = %d param %q msg %q; want %d param %q", tt.name, st, param, msg, tt.status, tt.wantParam)
 			}
 		})
+	}
+	st, body = s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print('x' * 100)", "output_limit_bytes": 10})
+	if st != 200 || body["status"] != "output_limit" || body["stdout"] != "xxxxxxxxxx" {
+		t.Errorf("output_limit_bytes 10 = %d %v", st, body)
 	}
 	// The service is still fine.
 	if st, body := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print('fine')"}); st != 200 || body["stdout"] != "fine\n" {
