@@ -238,8 +238,15 @@ func (c *child) readFrames() {
 	}
 }
 
-// readPipe forwards a stream's bytes, splitting it at the end mark of the
-// current execution (a nil chunk stands for the mark).
+// Chunks on a child's output channels: data, or one of two marks.
+var (
+	endChunk  []byte            // nil: the end mark of the current execution
+	syncChunk = make([]byte, 0) // empty: a display's sync mark
+)
+
+// readPipe forwards a stream's bytes, splitting out the marks of the
+// current execution: "\x00<nonce>\x00" ends it (sent as endChunk), and
+// "\x00<nonce>d\x00" precedes each display (sent as syncChunk).
 func (c *child) readPipe(f *os.File, out chan<- []byte) {
 	defer c.wg.Done()
 	defer close(out)
@@ -248,23 +255,46 @@ func (c *child) readPipe(f *os.File, out chan<- []byte) {
 	for {
 		n, err := f.Read(buf)
 		pend = append(pend, buf[:n]...)
-		mark := *c.mark.Load()
+		end := *c.mark.Load()
+		sync := append(end[:len(end)-1:len(end)-1], 'd', 0)
 		for {
-			i := bytes.Index(pend, mark)
+			i := bytes.Index(pend, end[:len(end)-1]) // the shared prefix
+			if i < 0 || i+len(end) > len(pend) {
+				break
+			}
+			var mark []byte
+			switch {
+			case bytes.HasPrefix(pend[i:], end):
+				mark = end
+			case len(pend)-i >= len(sync) && bytes.HasPrefix(pend[i:], sync):
+				mark = sync
+			case pend[i+len(end)-1] == 'd' && len(pend)-i < len(sync):
+				i = -1 // a sync mark cut short: wait for its last byte
+			}
 			if i < 0 {
 				break
+			}
+			if mark == nil { // the prefix, but neither mark: plain data
+				out <- bytes.Clone(pend[:i+1])
+				pend = pend[i+1:]
+				continue
 			}
 			if i > 0 {
 				out <- bytes.Clone(pend[:i])
 			}
-			out <- nil
+			if mark[len(mark)-2] == 'd' {
+				out <- syncChunk
+			} else {
+				out <- endChunk
+			}
 			pend = pend[i+len(mark):]
 		}
-		// Hold back only a tail that could be the start of the mark, so
+		// Hold back only a tail that could be the start of a mark, so
 		// ordinary output streams at once.
 		keep := 0
-		for k := min(len(mark)-1, len(pend)); k > 0; k-- {
-			if bytes.Equal(pend[len(pend)-k:], mark[:k]) {
+		for k := min(len(sync)-1, len(pend)); k > 0; k-- {
+			tail := pend[len(pend)-k:]
+			if bytes.HasPrefix(end, tail) || bytes.HasPrefix(sync, tail) {
 				keep = k
 				break
 			}

@@ -69,7 +69,9 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 		displayed int     // bytes of displays so far
 		ended     [2]bool // end mark or EOF seen
 		done      *python.Event
-		gone      bool // the socket closed: the process is dead
+		gone      bool   // the socket closed: the process is dead
+		displays  int    // display frames received
+		syncs     [2]int // sync marks received per stream
 		stop      Status
 		stopValue string
 	)
@@ -97,6 +99,19 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 				halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
 				c.kill()
 			case f.ev.Type == "display":
+				// Deliver first what the code printed before this
+				// display: up to its sync mark on each stream.
+				displays++
+				for i := range outs {
+					for syncs[i] < displays && outs[i] != nil && !ended[i] {
+						select {
+						case chunk, ok := <-outs[i]:
+							c.output(res, req, i, chunk, ok, &out[i], &ended[i], &outs[i], l, halt, &syncs[i])
+						case <-time.After(time.Second):
+							syncs[i] = displays // the code broke its stream
+						}
+					}
+				}
 				if displayed += bundleSize(f.ev.Bundle); displayed > maxDisplayBytes {
 					halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxDisplayBytes>>20))
 					continue // dropped, like output past its limit
@@ -112,9 +127,9 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 				drain = time.After(time.Second)
 			}
 		case chunk, ok := <-outs[0]:
-			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt)
+			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt, &syncs[0])
 		case chunk, ok := <-outs[1]:
-			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt)
+			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt, &syncs[1])
 		case <-timer.C:
 			halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
 		case <-drain:
@@ -160,13 +175,16 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 }
 
 // output handles one chunk of stream i (0 stdout, 1 stderr).
-func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, b *strings.Builder, ended *bool, ch *chan []byte, l Limits, halt func(Status, string)) {
-	if !ok {
+func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, b *strings.Builder, ended *bool, ch *chan []byte, l Limits, halt func(Status, string), syncs *int) {
+	switch {
+	case !ok:
 		*ended, *ch = true, nil
 		return
-	}
-	if chunk == nil {
+	case chunk == nil: // endChunk
 		*ended = true
+		return
+	case len(chunk) == 0: // syncChunk
+		*syncs++
 		return
 	}
 	trunc := &res.Truncated.Stdout

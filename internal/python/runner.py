@@ -126,9 +126,30 @@ def bundle(obj):
     return out
 
 
+_nonce = ""  # of the running execution
+
+
+def _flush_streams():
+    # Output printed before a display must be delivered before it: flush
+    # both streams and put a sync mark in each pipe, which Go waits for
+    # before it passes the display on.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if _nonce:
+        for fd in (1, 2):
+            try:
+                os.write(fd, b"\x00" + _nonce.encode() + b"d\x00")
+            except OSError:
+                pass
+
+
 def display(*objs, **kwargs):
     """Shows each object as a display of the running cell, like IPython's."""
     for obj in objs:
+        _flush_streams()
         if kwargs.get("raw") and isinstance(obj, dict):
             send({"type": "display", "bundle": obj})
         else:
@@ -139,6 +160,7 @@ def show_figures(*args, **kwargs):
     """Replaces plt.show: every open figure becomes a display, then closes."""
     import matplotlib.pyplot as plt
     for num in plt.get_fignums():
+        _flush_streams()
         fig = plt.figure(num)
         send({"type": "display", "bundle": {"image/png": _figure_png(fig), "text/plain": repr(fig)}})
     plt.close("all")
@@ -260,6 +282,8 @@ def serve(sock):
             os._exit(0)
         if msg.get("op") != "exec":
             continue
+        global _nonce
+        _nonce = msg.get("nonce", "")
         result, error = execute(msg, g)
         try:
             _finish(msg["nonce"])
