@@ -115,10 +115,16 @@ func TestSeccomp(t *testing.T) {
 
 // TestSeccompI386 makes an i386 syscall with `int $0x80`, which must kill.
 func TestSeccompI386(t *testing.T) {
-	if got := runVictim(t, int80Probe); got != "ok" {
-		// This is no missing prerequisite that CI could install, so it skips
-		// on CI too; TestSeccompFilterVM covers the architecture check.
-		t.Skipf("i386 getpid with int $0x80 without the filter = %s: this kernel offers no i386 ABI to attack", got)
+	if probe := runVictim(t, int80Probe); probe != "ok" {
+		// Some hypervisors (these Firecracker/PVM machines) offer no i386
+		// entry at all: int $0x80 faults even without a filter. The
+		// attack must still die without effect; TestSeccompFilterVM
+		// proves the architecture check itself.
+		t.Logf("i386 getpid with int $0x80 without the filter = %s: no i386 ABI here", probe)
+		if got := runVictim(t, int80Victim); got != "SIGSYS" && got != probe {
+			t.Errorf("%s under the filter = %q, want SIGSYS or %q", int80Victim, got, probe)
+		}
+		return
 	}
 	if got := runVictim(t, int80Victim); got != "SIGSYS" {
 		t.Errorf("%s under the filter = %q, want %q", int80Victim, got, "SIGSYS")
@@ -492,7 +498,15 @@ const (
 func findAttack(name string) func() error {
 	switch name {
 	case int80Victim:
-		return func() error {
+		return func() (err error) {
+			// Under the filter this dies of SIGSYS; where the kernel has
+			// no i386 ABI, int $0x80 faults before any syscall runs.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if recover() != nil {
+					err = errors.New("fault")
+				}
+			}()
 			r := int80(310, unix.CLONE_NEWUSER) // __NR_unshare in arch/x86/entry/syscalls/syscall_32.tbl
 			return fmt.Errorf("int 0x80 returned %d", int32(r))
 		}
