@@ -282,7 +282,7 @@ func (c *child) readPipe(f *os.File, out chan<- []byte) {
 			if i > 0 {
 				out <- bytes.Clone(pend[:i])
 			}
-			if mark[len(mark)-2] == 'd' {
+			if len(mark) == len(sync) { // the nonce itself may end in 'd'
 				out <- syncChunk
 			} else {
 				out <- endChunk
