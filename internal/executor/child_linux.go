@@ -42,6 +42,7 @@ type child struct {
 	stderr *os.File
 	cg     sandbox.Cgroup
 	limits sandbox.Limits // what cg holds now
+	idle   bool           // cg is cpu.idle: the child is still in the pool
 	data   *os.File       // O_PATH handle of /mnt/data inside the child
 
 	frames chan frame     // from the socket; closed at EOF
@@ -116,6 +117,12 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
 		return nil, err
 	}
+	// Until a request takes it, the child only warms up: on CPU time no
+	// running execution wants (run makes it a normal cgroup again).
+	if err := c.cg.SetIdle(true); err != nil {
+		return nil, err
+	}
+	c.idle = true
 	if err := c.cg.Add(c.pid); err != nil {
 		return nil, err
 	}
@@ -154,6 +161,12 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 // (the common case: a request with the default limits on a child set up
 // with them saves the cgroup writes on the request path).
 func (c *child) setLimits(l sandbox.Limits) error {
+	if c.idle {
+		if err := c.cg.SetIdle(false); err != nil {
+			return err
+		}
+		c.idle = false
+	}
 	if l == c.limits {
 		return nil
 	}

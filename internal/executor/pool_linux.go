@@ -215,6 +215,11 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// From now on the zygote only forks children for the pool: that work
+	// must never take a core from code a request is waiting for.
+	if err := p.zcg.SetIdle(true); err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.wg.Add(1)

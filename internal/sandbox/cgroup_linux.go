@@ -322,6 +322,19 @@ func (c *cgroup) setCPU(millis int64) error {
 	return cgroupWrite(c.file(c.l.cpu, "cpu.cfs_quota_us"), v)
 }
 
+// SetIdle writes cpu.idle (the same file on v1 and v2).
+func (c *cgroup) SetIdle(idle bool) error {
+	v := "0"
+	if idle {
+		v = "1"
+	}
+	err := cgroupWrite(c.file(c.l.cpu, "cpu.idle"), v)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set cpu.idle of cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
 // Add writes pid to cgroup.procs, on v1 in the memory, pids and cpu
 // hierarchies in that order. If it fails half way on v1 the process is left
 // in some of the hierarchies (always including memory, which Procs, Kill and

@@ -210,6 +210,26 @@ func TestCgroupSetLimits(t *testing.T) {
 	}
 }
 
+// TestCgroupSetIdle turns cpu.idle on and off and reads it back.
+func TestCgroupSetIdle(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	if _, err := os.Stat(c.file(c.l.cpu, "cpu.idle")); err != nil {
+		t.Skipf("this kernel has no cpu.idle (Linux 5.15): %v", err)
+	}
+	for _, idle := range []bool{true, false, true} {
+		if err := c.SetIdle(idle); err != nil {
+			t.Fatalf("SetIdle(%v) = %v", idle, err)
+		}
+		want := "0"
+		if idle {
+			want = "1"
+		}
+		if got := cgroupTestRead(t, c.file(c.l.cpu, "cpu.idle")); got != want {
+			t.Errorf("after SetIdle(%v): cpu.idle = %q, want %q", idle, got, want)
+		}
+	}
+}
+
 // TestCgroupAddKill puts several processes in a cgroup, checks Procs lists
 // them, and that Kill leaves none.
 func TestCgroupAddKill(t *testing.T) {
