@@ -127,12 +127,19 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 		return nil, err
 	}
 	// Only now, charged to its own cgroup, does the child warm up.
-	if err := python.WriteFrame(c.conn, map[string]string{"op": "warm"}); err != nil {
+	// Until the zygote knows which pages warm-up writes, a child is asked
+	// to report them (see learnPrefault).
+	probe := !p.prefaulted.Load()
+	if err := python.WriteFrame(c.conn, map[string]any{"op": "warm", "probe": probe}); err != nil {
 		return nil, fmt.Errorf("warm child: %w", err)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if ev, err := python.ReadEvent(c.r); err != nil || ev.Type != "warmed" {
+	ev, err := python.ReadEvent(c.r)
+	if err != nil || ev.Type != "warmed" {
 		return nil, fmt.Errorf("warm child: %v %v (%s; its stderr: %q)", ev, err, c.exitReport(), c.drainStderr())
+	}
+	if probe && len(ev.Pages) > 0 && !p.prefaulted.Load() {
+		p.learnPrefault(ev.Pages)
 	}
 	c.conn.SetReadDeadline(time.Time{})
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

@@ -281,3 +281,47 @@ func TestZygoteRestart(t *testing.T) {
 		t.Fatalf("after restart: %+v, %v", r, err)
 	}
 }
+
+// TestOwnRandomness checks that each sandbox draws its own random numbers:
+// children are forked from one zygote, and without reseeding every one of
+// them repeats the zygote's sequence from numpy.random (which has no
+// at-fork hook) and, with a raw fork, from random too.
+func TestOwnRandomness(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	code := "import random, numpy\nprint(random.random(), numpy.random.rand(), numpy.random.randint(1 << 30))"
+	seen := map[string]int{}
+	for i := 0; i < 4; i++ {
+		r, err := e.Execute(context.Background(), Request{Code: code})
+		if err != nil || r.Status != StatusOK {
+			t.Fatalf("Execute: %v %+v", err, r)
+		}
+		for _, v := range strings.Fields(r.Stdout) {
+			seen[v]++
+		}
+	}
+	for v, n := range seen {
+		if n > 1 {
+			t.Errorf("%s came out of %d sandboxes: they share a random generator", v, n)
+		}
+	}
+}
+
+// TestPrefaultLearned checks that the pool learns from its first child
+// which pages warm-up writes, and that children spawned with them run
+// code as before.
+func TestPrefaultLearned(t *testing.T) {
+	e := newTestExecutor(t, Config{PoolSize: 2})
+	deadline := time.Now().Add(30 * time.Second)
+	for !e.pool().prefaulted.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !e.pool().prefaulted.Load() {
+		t.Fatal("the pool never learned the pages warm-up writes")
+	}
+	for i := 0; i < 4; i++ { // drains children spawned before and after
+		r, err := e.Execute(context.Background(), Request{Code: "import pandas as pd\nprint(pd.DataFrame({'a': [1, 2]}).a.sum())"})
+		if err != nil || r.Status != StatusOK || r.Stdout != "3\n" {
+			t.Fatalf("Execute: %v %+v", err, r)
+		}
+	}
+}

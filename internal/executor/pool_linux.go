@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -116,6 +118,10 @@ type pool struct {
 	stop context.CancelFunc
 
 	sendMu sync.Mutex
+	// prefaulted is set once a child has told us which pages warm-up
+	// writes and the zygote has them (see learnPrefault).
+	prefaulted atomic.Bool
+
 	mu     sync.Mutex
 	nextID int
 	live   map[int]*child // children spawned and not yet reaped
@@ -302,6 +308,55 @@ func (p *pool) readControl() {
 			p.log.Warn("unexpected zygote message", "op", msg.Op, "fds", len(fds))
 		}
 	}
+}
+
+// maxPrefault bounds what a child may ask its successors to copy at once:
+// the ranges must fit one control message, and the bytes a child's memory
+// at rest (Private_Dirty is about 4 MiB).
+const (
+	maxPrefaultRanges = 1500
+	maxPrefaultBytes  = 64 << 20
+)
+
+// learnPrefault passes to the zygote the pages a probe child wrote while
+// it set itself up and warmed up, so later children copy them in a few
+// system calls instead of a page fault each. The probe has run no user
+// code, but its word is checked anyway: it can only make other children
+// copy more of their own memory, and that is bounded.
+func (p *pool) learnPrefault(pages []python.PageRange) {
+	var ranges []python.PageRange
+	var total uint64
+	for _, r := range pages {
+		if r[1] == 0 || r[0]%4096 != 0 || r[1]%4096 != 0 || r[0]+r[1] < r[0] {
+			continue
+		}
+		if n := len(ranges); n > 0 && ranges[n-1][0] <= r[0] && r[0] <= ranges[n-1][0]+ranges[n-1][1] {
+			// Touching or overlapping: one call. (Bridging a gap would
+			// cost a page copy and 4 KiB per child to save a system call
+			// of about a microsecond.)
+			ranges[n-1][1] = max(ranges[n-1][0]+ranges[n-1][1], r[0]+r[1]) - ranges[n-1][0]
+			continue
+		}
+		ranges = append(ranges, r)
+	}
+	if len(ranges) > maxPrefaultRanges {
+		sort.Slice(ranges, func(i, j int) bool { return ranges[i][1] > ranges[j][1] })
+		ranges = ranges[:maxPrefaultRanges]
+	}
+	kept := ranges[:0]
+	for _, r := range ranges {
+		if total+r[1] <= maxPrefaultBytes {
+			kept = append(kept, r)
+			total += r[1]
+		}
+	}
+	ranges = kept
+	if err := p.sendControl(python.Control{Op: "prefault", Ranges: ranges}); err != nil {
+		p.log.Warn("send prefault ranges to zygote", "err", err)
+		return
+	}
+	p.prefaulted.Store(true)
+	p.log.Debug("children will copy at once the pages warm-up writes", "ranges", len(ranges), "bytes", total)
 }
 
 func (p *pool) sendControl(msg python.Control) error {

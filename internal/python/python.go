@@ -54,13 +54,17 @@ type ZygoteConfig struct {
 // Control messages between Go and the zygote (one JSON object per
 // SOCK_SEQPACKET message).
 type Control struct {
-	Op     string `json:"op"`               // spawn, ready, spawned, exited
-	ID     int    `json:"id,omitempty"`     // child id chosen by Go
-	UID    int    `json:"uid,omitempty"`    // spawn: the child's uid inside the sandbox
-	PID    int    `json:"pid,omitempty"`    // spawned: pid in the zygote's namespace
-	Code   int    `json:"code,omitempty"`   // exited: exit status, -1 if signalled
-	Signal int    `json:"signal,omitempty"` // exited: terminating signal
+	Op     string      `json:"op"`               // spawn, prefault, ready, spawned, exited
+	ID     int         `json:"id,omitempty"`     // child id chosen by Go
+	UID    int         `json:"uid,omitempty"`    // spawn: the child's uid inside the sandbox
+	PID    int         `json:"pid,omitempty"`    // spawned: pid in the zygote's namespace
+	Code   int         `json:"code,omitempty"`   // exited: exit status, -1 if signalled
+	Signal int         `json:"signal,omitempty"` // exited: terminating signal
+	Ranges []PageRange `json:"ranges,omitempty"` // prefault: what children copy at once
 }
+
+// PageRange is [address, bytes] of memory a child writes while it warms up.
+type PageRange [2]uint64
 
 // Exec is the request Go sends a child.
 type Exec struct {
@@ -91,6 +95,9 @@ type Event struct {
 	Status string `json:"status,omitempty"` // done: ok or error
 	Result Bundle `json:"result,omitempty"` // done
 	Error  *Error `json:"error,omitempty"`  // done
+	// Pages, on the "warmed" frame of a child asked to probe, are the
+	// ranges of memory it wrote while it set itself up and warmed up.
+	Pages []PageRange `json:"pages,omitempty"`
 }
 
 // MaxFrame bounds one frame from a child (a display with a large PNG fits).

@@ -250,8 +250,9 @@ def _on_sigint(signum, frame):
         raise KeyboardInterrupt
 
 
-def serve(sock):
-    """Runs in the child: answers exec requests until Go closes the socket."""
+def serve(sock, probe=None):
+    """Runs in the child: answers exec requests until Go closes the socket.
+    With probe, the "warmed" frame carries probe()'s result as "pages"."""
     bind(sock)
     sys.stdin = open(os.devnull)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
@@ -275,7 +276,7 @@ def serve(sock):
             {"__name__": "__main__", "__builtins__": builtins})
     _cell = 0
     _filenames.clear()
-    send({"type": "warmed"})
+    send({"type": "warmed", "pages": probe() if probe else None})
     while True:
         msg = recv()
         if msg is None:
