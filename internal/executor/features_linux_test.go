@@ -325,3 +325,31 @@ func TestPrefaultLearned(t *testing.T) {
 		}
 	}
 }
+
+// TestFontsAfterFork checks that a child starts with matplotlib's font
+// cache empty, as os.fork's at-fork hooks would leave it: the cached fonts
+// read their file lazily through a descriptor the child closes, and a
+// child forked without running that hook failed on CI with "OSError:
+// [Errno 9] Bad file descriptor" while drawing text. Then it draws text.
+func TestFontsAfterFork(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	code := `from matplotlib.font_manager import _get_font
+print(_get_font.cache_info().currsize)
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+ax.bar(["Üb", "ßq", "ÆØÅ"], [1, 2, 3])
+ax.set_title("Jackdaws love my big sphinx of quartz: 0123456789 ~!@#$%^&*() λμπ")
+plt.show()`
+	for i := 0; i < 2; i++ {
+		r, err := e.Execute(context.Background(), Request{Code: code})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != StatusOK || r.Stderr != "" || len(r.Displays) != 1 {
+			t.Fatalf("status %s, %d displays, error %+v, stderr %.300q", r.Status, len(r.Displays), r.Error, r.Stderr)
+		}
+		if r.Stdout != "0\n" {
+			t.Errorf("a fresh child holds %s fonts from the zygote, want none", strings.TrimSpace(r.Stdout))
+		}
+	}
+}

@@ -14,15 +14,31 @@ A child isolates itself (namespaces, mounts, uid, rlimits, no_new_privs,
 seccomp) before it reads anything from its socket; see child_main.
 """
 
-import array
-import ctypes
-import gc
-import json
 import os
-import select
-import signal
-import socket
-import sys
+
+# Record the at-fork hooks libraries register as they are imported, before
+# any is: children are forked with fork(2) itself (see raw_fork) and run
+# the hooks they need from this list (see after_fork).
+AT_FORK_CHILD = []
+_register_at_fork = os.register_at_fork
+
+
+def _recording_register_at_fork(**hooks):
+    if hooks.get("after_in_child") is not None:
+        AT_FORK_CHILD.append(hooks["after_in_child"])
+    _register_at_fork(**hooks)
+
+
+os.register_at_fork = _recording_register_at_fork
+
+import array  # noqa: E402
+import ctypes  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
 
 sys.path.insert(0, "/run/codeexec")
 
@@ -37,8 +53,8 @@ libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 # re-initialisation, at-fork hooks such as threading's and random's) writes
 # about 250 pages, each a copy-on-write fault of 10-20 us on a virtual
 # machine. The zygote is single-threaded and holds no lock when it forks,
-# so there is nothing to re-initialise; reseed() does what the hooks did
-# that matters. Through PyDLL the call keeps the GIL, so the child owns it.
+# so there is nothing to re-initialise; after_fork runs the hooks that do
+# more than that. Through PyDLL the call keeps the GIL, so the child owns it.
 raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 raw_fork.restype = ctypes.c_int
 raw_fork.argtypes = []
@@ -177,6 +193,27 @@ def prefault():
         libc.madvise(addr, length, MADV_POPULATE_WRITE)
 
 
+def after_fork():
+    """Runs in a new child the at-fork hooks that matter without threads.
+
+    Skipped, because the zygote has one thread and holds no lock when it
+    forks: threading's (forgets other threads, renews locks; about 150
+    page faults) and logging's (renews handler locks; about 100).
+    random's reseeding is done by reseed, later, in the child's own cgroup.
+    Every other hook runs, in the order it was registered: matplotlib's,
+    for one, empties its font cache, whose fonts hold file descriptors
+    the child closes."""
+    import logging
+    import random
+    import threading
+    skip = {getattr(threading, "_after_fork", None),
+            getattr(logging, "_after_at_fork_child_reinit_locks", None),
+            random._inst.seed}
+    for hook in AT_FORK_CHILD:
+        if hook not in skip:
+            hook()
+
+
 def reseed():
     """Gives the child random generators of its own: without it every child
     would draw the zygote's sequence from random and numpy.random."""
@@ -245,6 +282,7 @@ def spawn(ctrl, msg, orig_pidns, children):
         raise OSError(ctypes.get_errno(), "fork failed")
     if pid == 0:
         try:
+            after_fork()
             ours.close()
             os.close(out_r)
             os.close(err_r)
