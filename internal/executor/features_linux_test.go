@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -351,5 +352,40 @@ plt.show()`
 		if r.Stdout != "0\n" {
 			t.Errorf("a fresh child holds %s fonts from the zygote, want none", strings.TrimSpace(r.Stdout))
 		}
+	}
+}
+
+// TestOutputAfterDisplayWaits checks that what code prints after a
+// display never overtakes it: a line printed after display(i) must reach
+// the caller after that display, on both streams. (The stream's sync mark
+// arrives before the display's frame; the output behind it must wait.)
+func TestOutputAfterDisplayWaits(t *testing.T) {
+	e := newTestExecutor(t, Config{})
+	var mu sync.Mutex
+	shown := -1
+	var bad []string
+	r, err := e.Execute(context.Background(), Request{
+		Code: "import sys\nfor i in range(40):\n    display(i)\n    print('o%d' % i)\n    print('e%d' % i, file=sys.stderr)",
+		OnEvent: func(ev Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch ev.Kind {
+			case "display":
+				shown++
+			case "stdout", "stderr":
+				for _, line := range strings.Fields(string(ev.Text)) {
+					var i int
+					if _, err := fmt.Sscanf(line[1:], "%d", &i); err == nil && i > shown {
+						bad = append(bad, fmt.Sprintf("%s before display %d", line, i))
+					}
+				}
+			}
+		},
+	})
+	if err != nil || r.Status != StatusOK {
+		t.Fatalf("Execute = %+v, %v", r, err)
+	}
+	if len(bad) > 0 {
+		t.Errorf("output overtook its display: %v", bad)
 	}
 }

@@ -88,6 +88,16 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 		}
 	}
 	frames, outs := c.frames, c.outs
+	// held is stream i's channel, or nil while the stream is past the
+	// sync mark of a display that has not arrived yet: what the code
+	// printed after a display must not overtake it. (Once the socket has
+	// said done or closed, no display can come: nothing is held.)
+	held := func(i int) chan []byte {
+		if syncs[i] > displays && done == nil && !gone {
+			return nil
+		}
+		return outs[i]
+	}
 	for !(done != nil && ended[0] && ended[1]) && !(gone && ended[0] && ended[1]) {
 		select {
 		case f, ok := <-frames:
@@ -126,9 +136,9 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 				// its own stdout or stderr (closed or replaced fd 1).
 				drain = time.After(time.Second)
 			}
-		case chunk, ok := <-outs[0]:
+		case chunk, ok := <-held(0):
 			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt, &syncs[0])
-		case chunk, ok := <-outs[1]:
+		case chunk, ok := <-held(1):
 			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt, &syncs[1])
 		case <-timer.C:
 			halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
