@@ -137,7 +137,6 @@ def child_main(sock, out_w, err_w, uid):
     if not msg or msg.get("op") != "warm":
         os._exit(0)
     prefault()
-    reseed()
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
@@ -193,30 +192,41 @@ def prefault():
         libc.madvise(addr, length, MADV_POPULATE_WRITE)
 
 
-def after_fork():
-    """Runs in a new child the at-fork hooks that matter without threads.
+def child_hooks():
+    """Returns the at-fork hooks a new child runs (see after_fork).
 
-    Skipped, because the zygote has one thread and holds no lock when it
+    Left out, because the zygote has one thread and holds no lock when it
     forks: threading's (forgets other threads, renews locks; about 150
-    page faults) and logging's (renews handler locks; about 100).
-    random's reseeding is done by reseed, later, in the child's own cgroup.
-    Every other hook runs, in the order it was registered: matplotlib's,
-    for one, empties its font cache, whose fonts hold file descriptors
-    the child closes."""
+    page faults in each child) and logging's (renews handler locks; about
+    100). random's reseeding is done by reseed, before each fork. Every
+    other hook runs, in the order it was registered: matplotlib's, for
+    one, empties its font cache, whose fonts hold file descriptors the
+    child closes."""
     import logging
     import random
     import threading
     skip = {getattr(threading, "_after_fork", None),
             getattr(logging, "_after_at_fork_child_reinit_locks", None),
             random._inst.seed}
-    for hook in AT_FORK_CHILD:
-        if hook not in skip:
-            hook()
+    return [hook for hook in AT_FORK_CHILD if hook not in skip]
+
+
+CHILD_HOOKS = []
+
+
+def after_fork():
+    """Runs, in a new child, what os.fork would have run that matters."""
+    for hook in CHILD_HOOKS:
+        hook()
 
 
 def reseed():
-    """Gives the child random generators of its own: without it every child
-    would draw the zygote's sequence from random and numpy.random."""
+    """Reseeds random and numpy.random from the kernel. The zygote does it
+    before each fork, so every child starts with generators of its own:
+    without it all would draw the zygote's sequence (numpy.random has no
+    at-fork hook, and children skip random's, see child_hooks). Done here
+    it costs the zygote a few microseconds; in the child it cost 4-5 ms of
+    first touches of its pages."""
     import random
     import numpy
     random.seed()
@@ -270,6 +280,7 @@ def spawn(ctrl, msg, orig_pidns, children):
     err_r, err_w = os.pipe()
     # The child becomes pid 1 of a fresh pid namespace; setns restores ours
     # for later forks (pid_namespaces(7), setns(2)).
+    reseed()
     check(libc.unshare(CLONE_NEWPID), "unshare pid")
     pid = raw_fork()
     if pid != 0 and libc.setns(orig_pidns, CLONE_NEWPID) != 0:
@@ -327,6 +338,12 @@ def main():
     ctrl = socket.socket(fileno=3)
     SECCOMP = open("/run/codeexec/seccomp.bpf", "rb").read()
     preload()
+    # Run the hooks children will run once here, so that what they reset
+    # (matplotlib's font cache, for one) is already empty when a child
+    # inherits it: a child then has nothing to free, which cost it about
+    # 9 ms of first touches of the font objects' pages.
+    CHILD_HOOKS[:] = child_hooks()
+    after_fork()
     gc.collect()
     gc.freeze()  # keep the preloaded heap shared copy-on-write across children
 
