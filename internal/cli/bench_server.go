@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +48,21 @@ func (b *httpBench) post(ctx context.Context, path string, body any) (map[string
 		return out, fmt.Errorf("%s: status %d: %v", path, resp.StatusCode, out["error"])
 	}
 	return out, nil
+}
+
+// isLoopback reports whether u names this machine (localhost or a
+// loopback address), where this machine's CPU time includes the server's.
+func isLoopback(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := pu.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // waitReady polls /readyz until a sandbox is warm (at most 5 s).
@@ -88,6 +106,7 @@ func (b *httpBench) run(ctx context.Context, stdout io.Writer, n, clients int, d
 	tctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var wg sync.WaitGroup
+	busy0, _ := cpuBusy()
 	t0 := time.Now()
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
@@ -114,6 +133,11 @@ func (b *httpBench) run(ctx context.Context, stdout io.Writer, n, clients int, d
 	ls := newStats(lat)
 	fmt.Fprintf(stdout, "sustained, %d clients: %.0f requests/s (%d ok, %d failed in %s), latency median %s p99 %s  target >= 200/s\n",
 		clients, float64(ok.Load())/el.Seconds(), ok.Load(), failed.Load(), el.Round(time.Millisecond), ms(ls.median), ms(ls.p99))
+	if busy1, err := cpuBusy(); err == nil && ok.Load() > 0 && busy1 > busy0 && isLoopback(b.url) {
+		per := (busy1 - busy0) / time.Duration(ok.Load())
+		fmt.Fprintf(stdout, "CPU per request: %s (this machine, /proc/stat, the server included); %d CPUs give at most %.0f/s at that cost\n",
+			ms(per), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+	}
 
 	if sessions > 0 {
 		return b.sessions(ctx, stdout, sessions)
