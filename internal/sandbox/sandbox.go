@@ -32,9 +32,10 @@ type Cgroup interface {
 	// SetLimits writes l. It may be called again to change the limits of a
 	// cgroup that already holds processes.
 	SetLimits(l Limits) error
-	// SetIdle makes the cgroup's processes run only on CPU time no other
-	// cgroup wants (cpu.idle, Linux 5.15; SCHED_IDLE for the whole group),
-	// or undoes it. Where the kernel lacks cpu.idle it does nothing: it is
+	// SetIdle makes the cgroup's processes run only on CPU time no sibling
+	// cgroup wants (cpu.idle, Linux 5.15: SCHED_IDLE for the whole group,
+	// among its siblings; the parent still competes as before), or undoes
+	// it. Where the kernel lacks cpu.idle it does nothing: it is
 	// a scheduling hint, not a limit.
 	SetIdle(idle bool) error
 	// Add moves the process with host pid pid (all of its threads) into the
