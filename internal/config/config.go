@@ -35,6 +35,9 @@ type Config struct {
 
 	// PoolSize is the number of warm sandboxes (default 4).
 	PoolSize int
+	// DataWarmup has warm sandboxes also warm up pandas while the pool
+	// is not drained (default true).
+	DataWarmup bool
 	// QueueSize is how many executions may wait for a sandbox before
 	// requests get 429 (default 64).
 	QueueSize int
@@ -100,7 +103,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "/var/lib/codeexec",
-		PoolSize: 4, QueueSize: 64, KeyConcurrency: 16, KeySessions: 100,
+		PoolSize: 4, DataWarmup: true, QueueSize: 64, KeyConcurrency: 16, KeySessions: 100,
 		SessionIdle: 10 * time.Minute, SessionMaxLifetime: time.Hour, FileTTL: 24 * time.Hour,
 		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second,
 		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
@@ -169,6 +172,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", c.APIKeysFile, "file with one API key per line")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
+	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 6 MiB more memory each)")
 	fs.IntVar(&c.QueueSize, "queue-size", c.QueueSize, "executions that may wait for a sandbox before 429")
 	fs.IntVar(&c.KeyConcurrency, "key-concurrency", c.KeyConcurrency, "running executions per API key")
 	fs.IntVar(&c.KeySessions, "key-sessions", c.KeySessions, "live sessions per API key")

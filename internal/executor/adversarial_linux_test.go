@@ -374,7 +374,7 @@ func TestAdversarial(t *testing.T) {
 	// The secret must be in the environment before the executor (and its
 	// zygote) starts: that is when it could leak.
 	t.Setenv(hostSecretEnv, hostSecretValue)
-	e := newCheckedExecutor(t, Config{PoolSize: 3})
+	e := newCheckedExecutor(t, Config{PoolSize: 3, DataWarmup: true})
 	a := &adversary{e: e}
 
 	t.Run("host files", a.testHostFiles)

@@ -34,16 +34,17 @@ type child struct {
 	exitCode int
 	exitSig  int
 
-	pid    int // host pid
-	pidfd  int
-	conn   *net.UnixConn
-	r      *bufio.Reader
-	stdout *os.File
-	stderr *os.File
-	cg     sandbox.Cgroup
-	limits sandbox.Limits // what cg holds now
-	idle   bool           // cg is cpu.idle: the child is still in the pool
-	data   *os.File       // O_PATH handle of /mnt/data inside the child
+	pid      int // host pid
+	pidfd    int
+	conn     *net.UnixConn
+	r        *bufio.Reader
+	stdout   *os.File
+	stderr   *os.File
+	cg       sandbox.Cgroup
+	limits   sandbox.Limits // what cg holds now
+	idle     bool           // cg is cpu.idle: the child is still in the pool
+	dataWarm bool           // it has run runner.warm_data too
+	data     *os.File       // O_PATH handle of /mnt/data inside the child
 
 	frames chan frame     // from the socket; closed at EOF
 	outs   [2]chan []byte // stdout, stderr chunks; nil chunk = end mark; closed at EOF
@@ -140,6 +141,21 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	}
 	if probe && len(ev.Pages) > 0 && !p.prefaulted.Load() {
 		p.learnPrefault(ev.Pages)
+	}
+	// A second warm-up only when a request would not wait for it: another
+	// child is ready. Under load the pool is empty and children skip it.
+	// If it ever fails, the pool stops asking (the child is thrown away,
+	// and its successors must not fail the same way forever).
+	if p.cfg.DataWarmup && !p.noDataWarmup.Load() && p.available() > 0 {
+		if err := python.WriteFrame(c.conn, map[string]string{"op": "warm_data"}); err != nil {
+			return nil, fmt.Errorf("warm child: %w", err)
+		}
+		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if ev, err := python.ReadEvent(c.r); err != nil || ev.Type != "warmed_data" {
+			p.noDataWarmup.Store(true)
+			return nil, fmt.Errorf("warm up pandas in child (no longer asked of children): %v %v (%s; its stderr: %q)", ev, err, c.exitReport(), c.drainStderr())
+		}
+		c.dataWarm = true
 	}
 	c.conn.SetReadDeadline(time.Time{})
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

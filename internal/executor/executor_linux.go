@@ -90,7 +90,11 @@ func (e *Executor) supervise() {
 func (e *Executor) Config() Config { return e.cfg }
 
 // Warm reports how many children are ready to take code.
-func (e *Executor) Warm() int { return len(e.pool().warm) }
+func (e *Executor) Warm() int { return e.pool().available() }
+
+// WarmData reports how many of those have warmed up pandas too (see
+// Config.DataWarmup).
+func (e *Executor) WarmData() int { return len(e.pool().data) }
 
 // check validates a request and resolves its limits.
 func (e *Executor) check(req *Request) (Limits, error) {

@@ -391,3 +391,63 @@ func TestOutputAfterDisplayWaits(t *testing.T) {
 		t.Errorf("output overtook its display: %v", bad)
 	}
 }
+
+// TestDataWarmup checks that children joining a pool where another
+// already waits warm up pandas, that a request gets one of them first,
+// that they run code like any child and leave nothing in its globals, that
+// the pool never holds more than PoolSize children, and that a child
+// joining an empty pool does not make a request wait for the warm-up.
+func TestDataWarmup(t *testing.T) {
+	e := newTestExecutor(t, Config{PoolSize: 3, DataWarmup: true})
+	p := e.pool()
+	deadline := time.Now().Add(60 * time.Second)
+	// The first child joins an empty pool (so do others spawned beside
+	// it, if they are ready before it joins); later ones warm up.
+	for !(e.Warm() == 3 && e.WarmData() >= 1) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.Warm() != 3 || e.WarmData() < 1 || e.WarmData() > 2 {
+		t.Fatalf("warm %d, of which %d warmed up pandas; want 3, and 1 or 2", e.Warm(), e.WarmData())
+	}
+	time.Sleep(300 * time.Millisecond) // a refiller past its limit would spawn now
+	p.mu.Lock()
+	live := len(p.live)
+	p.mu.Unlock()
+	if live != 3 {
+		t.Errorf("%d children alive in a full pool of 3", live)
+	}
+
+	ctx := context.Background()
+	req := &Request{Code: "import io, pandas as pd\n" +
+		"print(sorted(k for k in globals() if not k.startswith('_')))\n" +
+		"print(pd.read_csv(io.StringIO('a\\n1\\n2')).a.sum())"}
+	l, err := e.check(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.destroy()
+	if !c.dataWarm {
+		t.Error("a request got a child without the pandas warm-up while another had it")
+	}
+	res, err := c.run(ctx, req, l, false)
+	if err != nil || res.Status != StatusOK {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	if want := "['display', 'io', 'pd']\n3\n"; res.Stdout != want {
+		t.Errorf("stdout %q, want %q", res.Stdout, want)
+	}
+
+	// A pool of one never has another child waiting: no warm-up.
+	one := newTestExecutor(t, Config{PoolSize: 1, DataWarmup: true})
+	for one.Warm() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if one.Warm() != 1 || one.WarmData() != 0 {
+		t.Errorf("pool of one: warm %d, of which %d warmed up pandas; want 1 and 0", one.Warm(), one.WarmData())
+	}
+}

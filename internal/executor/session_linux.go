@@ -156,19 +156,27 @@ func (s *Session) end(reason error) {
 	})
 }
 
-// ChildMemory measures a warm child that ran print(1) in a session: its
+// ChildMemory measures a warm child, one that warmed up pandas too if
+// dataWarm, after it ran print(1) (and, like a session, lives on): its
 // private dirty memory and its proportional set size (PSS), in bytes, from
-// /proc/PID/smaps_rollup (proc(5)).
-func (e *Executor) ChildMemory(ctx context.Context) (privateDirty, pss int64, err error) {
-	s, err := e.NewSession(ctx, 0)
+// /proc/PID/smaps_rollup (proc(5)). It waits for such a child while ctx
+// allows.
+func (e *Executor) ChildMemory(ctx context.Context, dataWarm bool) (privateDirty, pss int64, err error) {
+	p := e.pool()
+	c, err := p.getKind(ctx, dataWarm)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer s.Close()
-	if _, err := s.Execute(ctx, Request{Code: "print(1)"}); err != nil {
+	defer c.destroy()
+	req := Request{Code: "print(1)"}
+	l, err := e.check(&req)
+	if err != nil {
 		return 0, 0, err
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", s.c.pid))
+	if res, err := c.run(ctx, &req, l, true); err != nil || res.Status != StatusOK {
+		return 0, 0, fmt.Errorf("print(1): %v %v", err, res)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", c.pid))
 	if err != nil {
 		return 0, 0, err
 	}

@@ -88,7 +88,8 @@ type Error struct {
 	Traceback string `json:"traceback,omitempty"`
 }
 
-// Event is one frame from a child: "ready", "warmed", "display" or "done".
+// Event is one frame from a child: "ready", "warmed", "warmed_data",
+// "display" or "done".
 type Event struct {
 	Type   string `json:"type"`
 	Bundle Bundle `json:"bundle,omitempty"` // display
@@ -144,7 +145,7 @@ func DecodeEvent(data []byte) (*Event, error) {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch ev.Type {
-	case "ready", "warmed", "display":
+	case "ready", "warmed", "warmed_data", "display":
 	case "done":
 		if ev.Status != "ok" && ev.Status != "error" {
 			return nil, fmt.Errorf("%w: done with status %q", ErrProtocol, ev.Status)
