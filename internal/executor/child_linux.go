@@ -41,10 +41,12 @@ type child struct {
 	stdout   *os.File
 	stderr   *os.File
 	cg       sandbox.Cgroup
-	limits   sandbox.Limits // what cg holds now
-	idle     bool           // cg is cpu.idle: the child is still in the pool
-	dataWarm bool           // it has run runner.warm_data too
-	data     *os.File       // O_PATH handle of /mnt/data inside the child
+	limits   sandbox.Limits       // what cg holds now
+	idle     bool                 // cg is cpu.idle: the child is still in the pool
+	dataWarm bool                 // it has run runner.warm_data too
+	ooms     int                  // the cgroup's OOM kills when the child was warm
+	files    map[string]fileState // /mnt/data when the child was warm
+	data     *os.File             // O_PATH handle of /mnt/data inside the child
 
 	frames chan frame     // from the socket; closed at EOF
 	outs   [2]chan []byte // stdout, stderr chunks; nil chunk = end mark; closed at EOF
@@ -169,6 +171,12 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	if err := unix.PidfdSendSignal(c.pidfd, 0, nil, 0); err != nil {
 		return nil, fmt.Errorf("child %d vanished: %w", c.pid, err)
 	}
+	// What run compares against in a single-use child, read now rather
+	// than on the request path.
+	if c.ooms, err = c.cg.OOMKills(); err != nil {
+		return nil, err
+	}
+	c.files = scanFiles(c.data)
 	c.frames = make(chan frame, 16)
 	c.outs = [2]chan []byte{make(chan []byte, 16), make(chan []byte, 16)}
 	empty := []byte{0}
@@ -184,12 +192,6 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 // (the common case: a request with the default limits on a child set up
 // with them saves the cgroup writes on the request path).
 func (c *child) setLimits(l sandbox.Limits) error {
-	if c.idle {
-		if err := c.cg.SetIdle(false); err != nil {
-			return err
-		}
-		c.idle = false
-	}
 	if l == c.limits {
 		return nil
 	}
@@ -198,6 +200,22 @@ func (c *child) setLimits(l sandbox.Limits) error {
 	}
 	c.limits = l
 	return nil
+}
+
+// leaveIdle clears cpu.idle on the child's cgroup: from now on it competes
+// for CPU like any execution. It is priority only, not a limit, so a
+// failure is logged and the code runs anyway. (Clearing it only after the
+// code was sent, to overlap the write with the child's wake-up, gained
+// nothing measurable.)
+func (c *child) leaveIdle() {
+	if !c.idle {
+		return
+	}
+	if err := c.cg.SetIdle(false); err != nil {
+		c.p.log.Warn("clear cpu.idle of a sandbox's cgroup", "err", err, "sandbox_id", c.id)
+		return
+	}
+	c.idle = false
 }
 
 // readReady reads the child's first frame and, from the kernel's

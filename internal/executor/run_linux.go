@@ -32,13 +32,20 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
 		return nil, err
 	}
-	oomBefore, _ := c.cg.OOMKills()
+	// A single-use child has run nothing since it was warm: what it held
+	// then is what it holds now. A session's state is read afresh.
+	oomBefore, before := c.ooms, c.files
+	if keep {
+		oomBefore, _ = c.cg.OOMKills()
+	}
 	for _, f := range req.Files {
 		if err := writeFile(c.data, f.Path, f.Data, c.p.cfg.HostUID+c.uid); err != nil {
 			return nil, err
 		}
 	}
-	before := scanFiles(c.data)
+	if keep || len(req.Files) > 0 {
+		before = scanFiles(c.data)
+	}
 	var env map[string]string
 	if req.Network != nil {
 		proxy, penv, err := c.startEgress(*req.Network, c.p.cfg.Egress)
@@ -53,6 +60,7 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 			}
 		}()
 	}
+	c.leaveIdle()
 	nonce := newNonce()
 	mark := []byte("\x00" + nonce + "\x00")
 	c.mark.Store(&mark)
