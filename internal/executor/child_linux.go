@@ -120,8 +120,8 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
 		return nil, err
 	}
-	// Until a request takes it, the child only warms up: on CPU time no
-	// running execution wants (run makes it a normal cgroup again).
+	// While it warms up, the child runs only on CPU time no running
+	// execution wants (it is a normal cgroup again once warm).
 	if err := c.cg.SetIdle(true); err != nil {
 		return nil, err
 	}
@@ -160,6 +160,10 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 		c.dataWarm = true
 	}
 	c.conn.SetReadDeadline(time.Time{})
+	// Warm, the child sleeps in read until a request comes: its priority
+	// no longer matters, and clearing it now keeps the cgroup write off
+	// the request path.
+	c.leaveIdle()
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open work dir of child %d: %w", c.pid, err)
@@ -204,9 +208,7 @@ func (c *child) setLimits(l sandbox.Limits) error {
 
 // leaveIdle clears cpu.idle on the child's cgroup: from now on it competes
 // for CPU like any execution. It is priority only, not a limit, so a
-// failure is logged and the code runs anyway. (Clearing it only after the
-// code was sent, to overlap the write with the child's wake-up, gained
-// nothing measurable.)
+// failure is logged and the child goes on.
 func (c *child) leaveIdle() {
 	if !c.idle {
 		return

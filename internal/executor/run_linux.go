@@ -60,7 +60,7 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 			}
 		}()
 	}
-	c.leaveIdle()
+	c.leaveIdle() // done when it became warm; this only makes sure
 	nonce := newNonce()
 	mark := []byte("\x00" + nonce + "\x00")
 	c.mark.Store(&mark)
