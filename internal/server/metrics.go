@@ -59,6 +59,9 @@ func newMetrics(s *Server) *metrics {
 			Name: "codeexec_warm_sandboxes", Help: "Warm sandboxes ready for code.",
 		}, func() float64 { return float64(s.exec.Warm()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "codeexec_warm_sandboxes_pandas", Help: "Of the warm sandboxes, those that have also warmed up pandas (--data-warmup).",
+		}, func() float64 { return float64(s.exec.WarmData()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "codeexec_queue_depth", Help: "Executions admitted and not finished (running or waiting for a sandbox).",
 		}, func() float64 { return float64(s.inflight.Load()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -488,7 +488,7 @@ func TestQueueFull429(t *testing.T) {
 	}
 	_, m := s.call("GET", "/metrics", "", nil)
 	raw, _ := m["raw"].(string)
-	for _, want := range []string{`codeexec_rejected_total{reason="queue_full"}`, `codeexec_executions_total{status="ok"}`, "codeexec_warm_sandboxes", "codeexec_queue_depth", "codeexec_live_sessions"} {
+	for _, want := range []string{`codeexec_rejected_total{reason="queue_full"}`, `codeexec_executions_total{status="ok"}`, "codeexec_warm_sandboxes", "codeexec_warm_sandboxes_pandas", "codeexec_queue_depth", "codeexec_live_sessions"} {
 		if !strings.Contains(raw, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
