@@ -45,7 +45,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	clients := fs.Int("clients", 8, "concurrent HTTP clients for --server")
 	sessions := fs.Int("sessions", 0, "with --server: also create this many idle sessions and measure their memory (the server needs --key-sessions at least as high)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput and the memory of a warm child. Prints medians, p99 and ratios.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput, the memory of a warm child, and what this host charges for a copy-on-write page fault and a fork.\nPrints medians, p99 and ratios.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, ok := parse(fs, args); !ok {
@@ -172,6 +172,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		per := (busy1 - busy0) / time.Duration(n)
 		fmt.Fprintf(stdout, "CPU per single-use execution: %s (whole machine, /proc/stat); %d CPUs give at most %.0f/s at that cost\n",
 			ms(per), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+	}
+
+	// What this host charges for the page faults and the fork behind that
+	// cost, so that the rate can be compared across machines.
+	if hc, err := measureHostCost(ctx, *python, 3); err != nil {
+		fmt.Fprintf(stderr, "codeexec bench: host cost: %v\n", err)
+	} else {
+		fmt.Fprintf(stdout, "host: a copy-on-write page fault costs %.1f us; fork and exit of a process that wrote 128 MiB %s (copies excluded)\n",
+			float64(hc.cowFault)/float64(time.Microsecond), ms(hc.forkExit))
 	}
 
 	// The memory of a warm child, and of one that warmed up pandas too:

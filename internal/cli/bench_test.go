@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"os"
 	"testing"
 	"time"
 )
@@ -30,4 +32,37 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("isLoopback(%q) = %v, want %v", u, got, want)
 		}
 	}
+}
+
+func TestParseHostCost(t *testing.T) {
+	c, err := parseHostCost("32768 0.65536 0.032\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cowFault != 20*time.Microsecond || c.forkExit != 32*time.Millisecond {
+		t.Errorf("parseHostCost = %+v, want 20us per fault and 32ms", c)
+	}
+	for _, bad := range []string{"", "1 2", "0 1 1", "x 1 1", "10 -1 1", "Traceback ...\n"} {
+		if _, err := parseHostCost(bad); err == nil {
+			t.Errorf("parseHostCost(%q) gave no error", bad)
+		}
+	}
+}
+
+// TestMeasureHostCost runs the script for real: Python is there on CI.
+func TestMeasureHostCost(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("/usr/bin/python3 is missing on CI: make test installs it")
+		}
+		t.Skip("no /usr/bin/python3")
+	}
+	c, err := measureHostCost(context.Background(), "/usr/bin/python3", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cowFault <= 0 || c.forkExit <= 0 {
+		t.Errorf("measureHostCost = %+v", c)
+	}
+	t.Logf("copy-on-write fault %v, fork and exit %v", c.cowFault, c.forkExit)
 }
