@@ -39,6 +39,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.Int("concurrency", 4, "concurrent callers for the throughput measurement")
 	pool := fs.Int("pool", 4, "warm children in the pool")
 	dataWarm := fs.Bool("data-warmup", true, "children waiting in the pool also warm up pandas (as codeexec serve does by default)")
+	plotWarm := fs.Bool("plot-warmup", false, "with -data-warmup, that warm-up also renders a small matplotlib figure (as codeexec serve --plot-warmup)")
 	python := fs.String("python", "/usr/bin/python3", "interpreter for the bare baselines")
 	serverURL := fs.String("server", "", "benchmark a running server at this URL over HTTP instead")
 	apiKey := fs.String("api-key", os.Getenv("CODEEXEC_API_KEY"), "API key for --server (default $CODEEXEC_API_KEY)")
@@ -61,7 +62,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintln(stdout, "starting executor (the zygote preloads numpy, pandas, matplotlib, scipy, sympy)...")
 	start := time.Now()
-	e, err := executor.New(ctx, executor.Config{PoolSize: *pool, DataWarmup: *dataWarm})
+	e, err := executor.New(ctx, executor.Config{PoolSize: *pool, DataWarmup: *dataWarm, PlotWarmup: *plotWarm})
 	if err != nil {
 		fmt.Fprintf(stderr, "codeexec bench: %v\n", err)
 		return 1
@@ -193,6 +194,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		name := "warm child after print(1):"
 		if data {
 			name = "same, pandas warmed up (--data-warmup):"
+			if *plotWarm {
+				name = "same, pandas and a plot warmed up:"
+			}
 		}
 		mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		priv, pss, err := e.ChildMemory(mctx, data)

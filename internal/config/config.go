@@ -38,6 +38,9 @@ type Config struct {
 	// DataWarmup has warm sandboxes also warm up pandas while the pool
 	// is not drained (default true).
 	DataWarmup bool
+	// PlotWarmup has that warm-up also render a small matplotlib figure
+	// (default false: about 12 MiB more per warm sandbox).
+	PlotWarmup bool
 	// QueueSize is how many executions may wait for a sandbox before
 	// requests get 429 (default 64).
 	QueueSize int
@@ -173,6 +176,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
 	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 6 MiB more memory each)")
+	fs.BoolVar(&c.PlotWarmup, "plot-warmup", c.PlotWarmup, "with --data-warmup, also render a small matplotlib figure (first plot about 3x faster, about 12 MiB more memory each)")
 	fs.IntVar(&c.QueueSize, "queue-size", c.QueueSize, "executions that may wait for a sandbox before 429")
 	fs.IntVar(&c.KeyConcurrency, "key-concurrency", c.KeyConcurrency, "running executions per API key")
 	fs.IntVar(&c.KeySessions, "key-sessions", c.KeySessions, "live sessions per API key")
@@ -272,6 +276,9 @@ func (c *Config) Validate() error {
 		if v <= 0 {
 			bad("%s must be positive", name)
 		}
+	}
+	if c.PlotWarmup && !c.DataWarmup {
+		bad("--plot-warmup extends the warm-up of --data-warmup, which is off")
 	}
 	if c.FileTTL < 0 || c.ShutdownGrace < 0 {
 		bad("--file-ttl and --shutdown-grace must not be negative")

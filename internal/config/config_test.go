@@ -196,6 +196,8 @@ func TestValidate(t *testing.T) {
 		{"bad log level", func(c *Config) { c.LogLevel = "verbose" }, []string{`--log-level "verbose"`}},
 		{"upper-case log level", func(c *Config) { c.LogLevel = "INFO" }, []string{"--log-level"}},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, []string{"--data-dir"}},
+		{"plot warm-up", func(c *Config) { c.PlotWarmup = true }, nil},
+		{"plot warm-up without data warm-up", func(c *Config) { c.PlotWarmup, c.DataWarmup = true, false }, []string{"--plot-warmup", "--data-warmup"}},
 		{
 			name: "every problem is reported",
 			mod:  func(c *Config) { c.Addr, c.PoolSize, c.LogLevel = "0.0.0.0:8080", 0, "loud" },

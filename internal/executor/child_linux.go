@@ -149,7 +149,7 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	// If it ever fails, the pool stops asking (the child is thrown away,
 	// and its successors must not fail the same way forever).
 	if p.cfg.DataWarmup && !p.noDataWarmup.Load() && p.available() > 0 {
-		if err := python.WriteFrame(c.conn, map[string]string{"op": "warm_data"}); err != nil {
+		if err := python.WriteFrame(c.conn, map[string]any{"op": "warm_data", "plots": p.cfg.PlotWarmup}); err != nil {
 			return nil, fmt.Errorf("warm child: %w", err)
 		}
 		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))

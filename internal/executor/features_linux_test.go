@@ -451,3 +451,40 @@ func TestDataWarmup(t *testing.T) {
 		t.Errorf("pool of one: warm %d, of which %d warmed up pandas; want 1 and 0", one.Warm(), one.WarmData())
 	}
 }
+
+// TestPlotWarmup checks that a child that also warmed up matplotlib draws
+// a figure like any child, with none left open by the warm-up.
+func TestPlotWarmup(t *testing.T) {
+	e := newTestExecutor(t, Config{PoolSize: 2, DataWarmup: true, PlotWarmup: true})
+	deadline := time.Now().Add(60 * time.Second)
+	for e.WarmData() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.WarmData() < 1 {
+		t.Fatal("no child warmed up pandas and plots")
+	}
+	ctx := context.Background()
+	req := &Request{Code: "import matplotlib.pyplot as plt\nprint(plt.get_fignums())\nplt.bar(['a', 'b'], [1, 2])\nplt.show()"}
+	l, err := e.check(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.pool().get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.destroy()
+	if !c.dataWarm {
+		t.Error("a request got a child without the warm-up while another had it")
+	}
+	res, err := c.run(ctx, req, l, false)
+	if err != nil || res.Status != StatusOK {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	if res.Stdout != "[]\n" {
+		t.Errorf("figures open before the code drew one: %q", res.Stdout)
+	}
+	if len(res.Displays) != 1 || !strings.HasPrefix(fmt.Sprint(res.Displays[0]["image/png"]), "iVBORw0KGgo") {
+		t.Errorf("want one PNG display, got %d displays", len(res.Displays))
+	}
+}

@@ -45,7 +45,7 @@ def warm():
     _cell = 0
 
 
-def warm_data():
+def warm_data(plots=False):
     """A second warm-up, which Go asks of a child that joins a pool where
     another child already waits (so on CPU no request wants): the first
     pandas calls of a cell write over a thousand pages the child shares
@@ -54,14 +54,23 @@ def warm_data():
     rows takes about 15 ms instead of about 100 ms on a virtual machine,
     for about 6 MiB more private memory. Only the commonest calls are
     warmed (building a DataFrame, groupby, read_csv, repr): each further
-    one costs 1-2 MiB in every warm child. Nothing of it is left in the
-    user's globals."""
+    one costs 1-2 MiB in every warm child. With plots, it also draws and
+    renders a small figure: a first plot about 3 times faster (about 110
+    ms instead of 330 here), for about 12 MiB more. Nothing of it is left
+    in the user's globals, and no figure stays open."""
     import numpy as np
     import pandas as pd
     df = pd.DataFrame({"k": np.arange(1000) % 10, "v": np.arange(1000.0)})
     df.groupby("k")["v"].mean().sum()
     repr(pd.read_csv(io.StringIO("a,b\n1,2.5\n3,4.5\n")))
     repr(df)
+    if plots:
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [1, 4, 9])
+        ax.set_title("warm")
+        _figure_png(fig)
+        plt.close("all")
 
 
 def bind(sock):
@@ -302,7 +311,7 @@ def serve(sock, probe=None):
             os._exit(0)
         if msg.get("op") == "warm_data":
             try:
-                warm_data()
+                warm_data(bool(msg.get("plots")))
             except Exception:
                 pass  # best effort: a request would only be slower
             send({"type": "warmed_data"})
