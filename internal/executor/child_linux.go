@@ -176,10 +176,9 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 		return nil, fmt.Errorf("child %d vanished: %w", c.pid, err)
 	}
 	// What run compares against in a single-use child, read now rather
-	// than on the request path.
-	if c.ooms, err = c.cg.OOMKills(); err != nil {
-		return nil, err
-	}
+	// than on the request path. (A count that cannot be read is 0, as
+	// run treats it too.)
+	c.ooms, _ = c.cg.OOMKills()
 	c.files = scanFiles(c.data)
 	c.frames = make(chan frame, 16)
 	c.outs = [2]chan []byte{make(chan []byte, 16), make(chan []byte, 16)}

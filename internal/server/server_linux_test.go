@@ -444,6 +444,13 @@ func TestDisconnectFreesSandbox(t *testing.T) {
 			break
 		}
 	}
+	// The code prints "started" once Popen has returned, yet on a loaded
+	// machine the process with that command line showed up in /proc only
+	// later (once in a dozen runs beside the executor's tests; 500 ms
+	// after, it was there): wait for it.
+	for i := 0; i < 100 && sleepers(t) == 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if sleepers(t) == 0 {
 		t.Fatal("the marker process did not start")
 	}
