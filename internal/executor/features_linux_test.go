@@ -417,26 +417,9 @@ func TestDataWarmup(t *testing.T) {
 		t.Errorf("%d children alive in a full pool of 3", live)
 	}
 
-	ctx := context.Background()
-	req := &Request{Code: "import io, pandas as pd\n" +
-		"print(sorted(k for k in globals() if not k.startswith('_')))\n" +
-		"print(pd.read_csv(io.StringIO('a\\n1\\n2')).a.sum())"}
-	l, err := e.check(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := p.get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.destroy()
-	if !c.dataWarm {
-		t.Error("a request got a child without the pandas warm-up while another had it")
-	}
-	res, err := c.run(ctx, req, l, false)
-	if err != nil || res.Status != StatusOK {
-		t.Fatalf("run: %v %+v", err, res)
-	}
+	res := runDataWarm(t, e, "import io, pandas as pd\n"+
+		"print(sorted(k for k in globals() if not k.startswith('_')))\n"+
+		"print(pd.read_csv(io.StringIO('a\\n1\\n2')).a.sum())")
 	if want := "['display', 'io', 'pd']\n3\n"; res.Stdout != want {
 		t.Errorf("stdout %q, want %q", res.Stdout, want)
 	}
@@ -463,8 +446,22 @@ func TestPlotWarmup(t *testing.T) {
 	if e.WarmData() < 1 {
 		t.Fatal("no child warmed up pandas and plots")
 	}
+	res := runDataWarm(t, e, "import matplotlib.pyplot as plt\nprint(plt.get_fignums())\nplt.bar(['a', 'b'], [1, 2])\nplt.show()")
+	if res.Stdout != "[]\n" {
+		t.Errorf("figures open before the code drew one: %q", res.Stdout)
+	}
+	if len(res.Displays) != 1 || !strings.HasPrefix(fmt.Sprint(res.Displays[0]["image/png"]), "iVBORw0KGgo") {
+		t.Errorf("want one PNG display, got %d displays", len(res.Displays))
+	}
+}
+
+// runDataWarm takes a warm child as a request would, checks it is one that
+// ran the data warm-up (the caller made sure one is waiting), and runs
+// code in it once.
+func runDataWarm(t *testing.T, e *Executor, code string) *Result {
+	t.Helper()
 	ctx := context.Background()
-	req := &Request{Code: "import matplotlib.pyplot as plt\nprint(plt.get_fignums())\nplt.bar(['a', 'b'], [1, 2])\nplt.show()"}
+	req := &Request{Code: code}
 	l, err := e.check(req)
 	if err != nil {
 		t.Fatal(err)
@@ -481,10 +478,5 @@ func TestPlotWarmup(t *testing.T) {
 	if err != nil || res.Status != StatusOK {
 		t.Fatalf("run: %v %+v", err, res)
 	}
-	if res.Stdout != "[]\n" {
-		t.Errorf("figures open before the code drew one: %q", res.Stdout)
-	}
-	if len(res.Displays) != 1 || !strings.HasPrefix(fmt.Sprint(res.Displays[0]["image/png"]), "iVBORw0KGgo") {
-		t.Errorf("want one PNG display, got %d displays", len(res.Displays))
-	}
+	return res
 }
