@@ -175,7 +175,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", c.APIKeysFile, "file with one API key per line")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
-	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 6 MiB more memory each)")
+	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 8 MiB more memory each)")
 	fs.BoolVar(&c.PlotWarmup, "plot-warmup", c.PlotWarmup, "with --data-warmup, also render a small matplotlib figure (first plot about 3x faster, about 12 MiB more memory each)")
 	fs.IntVar(&c.QueueSize, "queue-size", c.QueueSize, "executions that may wait for a sandbox before 429")
 	fs.IntVar(&c.KeyConcurrency, "key-concurrency", c.KeyConcurrency, "running executions per API key")

@@ -28,7 +28,7 @@ type Config struct {
 	PoolSize int
 	// DataWarmup has a child that joins a pool where others already wait
 	// also warm up pandas (runner.warm_data): a first groupby in it is
-	// several times faster, for about 6 MiB more private memory. Under
+	// several times faster, for about 8 MiB more private memory. Under
 	// load, when the pool is empty, children join without it.
 	DataWarmup bool
 	// PlotWarmup has that warm-up also draw and render a small figure: a

@@ -52,7 +52,7 @@ def warm_data(plots=False):
     with the zygote, since CPython writes a reference count into every
     object it touches. Paid here, a fresh child's first groupby of 10,000
     rows takes about 15 ms instead of about 100 ms on a virtual machine,
-    for about 6 MiB more private memory. Only the commonest calls are
+    for about 8 MiB more private memory. Only the commonest calls are
     warmed (building a DataFrame, groupby, read_csv, repr): each further
     one costs 1-2 MiB in every warm child. With plots, it also draws and
     renders a small figure: a first plot about 3 times faster (about 110
