@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -114,6 +115,15 @@ func Start(c Config) (*exec.Cmd, error) {
 // initMain runs as pid 1 of the new namespaces: it builds the root file
 // system, pivots into it, and execs the configured program.
 func initMain() {
+	// Stay on this thread from the first set-up call to execve(2): some
+	// of the state we set is per thread, not per process. no_new_privs is
+	// a flag of the calling thread (prctl(2)) and execve keeps the
+	// calling thread's, so a goroutine that moved between the prctl and
+	// the exec would run the program without it; setns(2) and unshare(2)
+	// too act on the calling thread only. Go keeps the main goroutine
+	// locked while package init functions run, but that is an accident of
+	// where initMain is called from, not something to rely on.
+	runtime.LockOSThread()
 	if err := setupAndExec(); err != nil {
 		fmt.Fprintf(os.Stderr, "codeexec sandbox init: %v\n", err)
 		os.Exit(125)

@@ -68,6 +68,8 @@ say("uid", (os.getuid(), os.getgid()))
 say("pid", os.getpid())
 say("hostname", socket.gethostname())
 say("file", open("/run/codeexec/hello").read())
+status = dict(l.split(":", 1) for l in open("/proc/self/status"))
+say("nnp", status["NoNewPrivs"].strip())
 say("net", sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else None)
 for p in ["/", "/usr/x", "/etc/x", "/run/codeexec/x"]:
     try:
@@ -84,7 +86,7 @@ say("numpy", int(numpy.arange(10).sum()))
 	}
 	for _, want := range []string{
 		"root=['bin', 'dev', 'etc', 'lib', 'lib64', 'mnt', 'proc', 'run', 'sbin', 'tmp', 'usr', 'var']",
-		"uid=(0, 0)", "pid=1", "hostname='sandbox'", "file='hi'",
+		"uid=(0, 0)", "pid=1", "nnp='1'", "hostname='sandbox'", "file='hi'",
 		"write /=30", "write /usr/x=30", "write /etc/x=30", "write /run/codeexec/x=30",
 		"tmp='ok'", "numpy=45",
 	} {
