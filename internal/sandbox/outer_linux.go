@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -50,6 +51,10 @@ type Config struct {
 	IDCount int
 	// Stderr receives the program's standard error (nil discards it).
 	Stderr *os.File
+
+	// extraBinds are host paths bound read-only after roBinds; tests use
+	// them to bring in a directory of their own.
+	extraBinds []string
 }
 
 // initConfig is what the parent sends the init over a pipe.
@@ -60,6 +65,9 @@ type initConfig struct {
 	Files map[string][]byte `json:"files"`
 	// NExtra is the number of fds after the config pipe to hand on.
 	NExtra int `json:"n_extra"`
+	// Binds are the host paths to bind read-only (roBinds, then
+	// Config.extraBinds).
+	Binds []string `json:"binds"`
 }
 
 // Start starts the outer sandbox described by c. The caller owns the
@@ -71,7 +79,8 @@ func Start(c Config) (*exec.Cmd, error) {
 	if c.IDCount < 1 || c.HostUID < 1 || c.HostGID < 1 {
 		return nil, fmt.Errorf("sandbox: invalid id range uid=%d gid=%d count=%d", c.HostUID, c.HostGID, c.IDCount)
 	}
-	cfg, err := json.Marshal(initConfig{Path: c.Path, Args: c.Args, Env: c.Env, Files: c.Files, NExtra: len(c.ExtraFiles)})
+	cfg, err := json.Marshal(initConfig{Path: c.Path, Args: c.Args, Env: c.Env, Files: c.Files, NExtra: len(c.ExtraFiles),
+		Binds: append(slices.Clip(roBinds), c.extraBinds...)})
 	if err != nil {
 		return nil, fmt.Errorf("encode sandbox config: %w", err)
 	}
@@ -154,7 +163,7 @@ func setupAndExec() error {
 	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount root tmpfs: %w", err)
 	}
-	if err := buildRoot(newRoot, cfg.Files); err != nil {
+	if err := buildRoot(newRoot, cfg.Binds, cfg.Files); err != nil {
 		return err
 	}
 	if err := pivot(newRoot); err != nil {
@@ -201,7 +210,7 @@ var roBinds = []string{
 
 var devices = []string{"null", "zero", "full", "random", "urandom"}
 
-func buildRoot(root string, files map[string][]byte) error {
+func buildRoot(root string, binds []string, files map[string][]byte) error {
 	for _, dir := range []string{"etc", "proc", "dev", "tmp", "run/codeexec", "mnt/data", ".old"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			return err
@@ -223,7 +232,7 @@ func buildRoot(root string, files map[string][]byte) error {
 			}
 		}
 	}
-	for _, p := range roBinds {
+	for _, p := range binds {
 		if _, err := os.Lstat(p); err != nil {
 			continue
 		}
@@ -293,8 +302,8 @@ func buildRoot(root string, files map[string][]byte) error {
 	return nil
 }
 
-// bindRO bind-mounts src onto dst read-only, creating dst as a file or a
-// directory like src.
+// bindRO bind-mounts src and every mount below it onto dst read-only,
+// nosuid and nodev, creating dst as a file or a directory like src.
 func bindRO(src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -313,24 +322,14 @@ func bindRO(src, dst string) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
-	// A bind remount must keep the flags the kernel locked on the source
-	// mount in a user namespace (nodev, nosuid, noexec) or it fails with
-	// EPERM (mount(2), "EPERM ... locked").
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dst, &sfs); err != nil {
-		return fmt.Errorf("statfs %s: %w", dst, err)
-	}
-	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID)
-	for _, f := range []struct{ st, ms uintptr }{
-		{unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
-		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
-	} {
-		if uintptr(sfs.Flags)&f.st != 0 {
-			flags |= f.ms
-		}
-	}
-	if err := unix.Mount("", dst, "", flags, ""); err != nil {
-		return fmt.Errorf("remount %s read-only: %w", src, err)
+	// MS_REC brings the mounts below src along, and a read-only remount
+	// (MS_REMOUNT|MS_BIND|MS_RDONLY) would change the top one only:
+	// mount_setattr(2) with AT_RECURSIVE changes them all (Linux 5.12).
+	// It only sets flags, so those the kernel locked on host mounts in our
+	// user namespace (noexec, atime) are kept, as it requires.
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("make %s read-only: %w", src, err)
 	}
 	return nil
 }

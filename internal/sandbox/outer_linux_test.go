@@ -2,9 +2,13 @@ package sandbox
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func startPython(t *testing.T, code string) (stdout, stderr string, err error) {
@@ -14,19 +18,36 @@ func startPython(t *testing.T, code string) (stdout, stderr string, err error) {
 
 func startPythonEnv(t *testing.T, code string, env []string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runSandbox(t, pythonConfig(t, code, env))
+}
+
+// pythonConfig is a sandbox that runs code with python3, which writes its
+// results to fd 3.
+func pythonConfig(t *testing.T, code string, env []string) Config {
+	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		requireOrSkip(t, "/usr/bin/python3 is missing (apt-get install python3)")
 	}
+	return Config{
+		Path: "/usr/bin/python3", Args: []string{"python3", "-s", "-c", code},
+		Env:   append([]string{"PATH=/usr/bin:/bin"}, env...),
+		Files: map[string][]byte{"hello": []byte("hi")},
+	}
+}
+
+// runSandbox runs c to its end, with a test id range and a pipe as the
+// program's fd 3, and returns what the program wrote to fd 3 and to
+// standard error.
+func runSandbox(t *testing.T, c Config) (stdout, stderr string, err error) {
+	t.Helper()
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
-	cmd, err := Start(Config{
-		Path: "/usr/bin/python3", Args: []string{"python3", "-s", "-c", code},
-		Env:     append([]string{"PATH=/usr/bin:/bin"}, env...),
-		Files:   map[string][]byte{"hello": []byte("hi")},
-		HostUID: 3_000_000, HostGID: 3_000_000, IDCount: 65536,
-		Stderr: errW, ExtraFiles: []*os.File{outW},
-	})
+	defer outR.Close()
+	defer errR.Close()
+	c.HostUID, c.HostGID, c.IDCount = 3_000_000, 3_000_000, 65536
+	c.Stderr, c.ExtraFiles = errW, []*os.File{outW}
+	cmd, err := Start(c)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -39,6 +60,18 @@ func startPythonEnv(t *testing.T, code string, env []string) (stdout, stderr str
 	<-done
 	err = cmd.Wait()
 	return o.String(), e.String(), err
+}
+
+// hostDir makes a directory that the sandbox can bind (not under /tmp,
+// which the init mounts over) and removes it at the end of the test.
+func hostDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "codeexec-sandbox-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func requireRoot(t *testing.T) {
@@ -93,5 +126,49 @@ say("numpy", int(numpy.arange(10).sum()))
 		if !strings.Contains(out, want) {
 			t.Errorf("sandbox view lacks %q; got:\n%s\nstderr: %s", want, out, errOut)
 		}
+	}
+}
+
+// TestReadOnlyBindsAreRecursive writes into a writable mount that lies
+// below a read-only bind: a bind with MS_REC brings submounts along, and
+// each of them must be read-only too.
+func TestReadOnlyBindsAreRecursive(t *testing.T) {
+	requireRoot(t)
+	dir := hostDir(t)
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Writable for everyone, so that only a read-only mount can refuse.
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64k"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", sub, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(sub, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", sub, err)
+		}
+	})
+	code := `
+import os, sys
+out = os.fdopen(3, "w")
+for d in sys.argv[1:]:
+    try:
+        open(d + "/x", "w"); print(d, "ok", file=out)
+    except OSError as e:
+        print(d, e.errno, file=out)
+`
+	c := pythonConfig(t, code, nil)
+	c.Args = append(c.Args, dir, sub)
+	c.extraBinds = []string{dir}
+	out, errOut, err := runSandbox(t, c)
+	if err != nil {
+		t.Fatalf("sandboxed python: %v\nstderr: %s", err, errOut)
+	}
+	want := fmt.Sprintf("%s %d\n%s %d\n", dir, unix.EROFS, sub, unix.EROFS)
+	if out != want {
+		t.Errorf("writes below a read-only bind printed %q, want %q (errno %d is EROFS)", out, want, unix.EROFS)
 	}
 }
