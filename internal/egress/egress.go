@@ -2,8 +2,11 @@
 // sandboxed code may reach the network when an operator allows it.
 //
 // A Proxy serves one execution. It accepts CONNECT tunnels (HTTPS) and
-// absolute-form plain HTTP requests, and admits a request only when every
-// check passes, in this order, before anything is dialled:
+// absolute-form plain HTTP requests with the usual methods (GET, HEAD,
+// POST, PUT, PATCH, DELETE, OPTIONS; TRACE and every other method answer
+// 405 Method Not Allowed before any other check, see methods in proxy.go),
+// and admits a request only when every check passes, in this order, before
+// anything is dialled:
 //
 //  1. the host is a domain name (IP literals in any encoding are refused)
 //     that matches the Policy's allowlist;
@@ -19,8 +22,9 @@
 // redirect the connection. Plain HTTP redirects are returned to the client,
 // whose follow-up request is checked like any other.
 //
-// Denials answer 403 Forbidden with a one-line plain-text reason that a
-// program can print, and every attempt is recorded in Proxy.Log.
+// Denials answer 403 Forbidden (405 for a method) with a one-line
+// plain-text reason that a program can print, and every attempt is
+// recorded in Proxy.Log.
 package egress
 
 import (
@@ -63,7 +67,12 @@ type Policy struct {
 	// longest wildcard). Headers are never added inside CONNECT tunnels:
 	// the proxy does not intercept TLS, so an https:// URL reaches the
 	// server without them. Keep such credentials to services reached over
-	// plain HTTP on a network the operator trusts.
+	// plain HTTP on a network the operator trusts. They are never added to
+	// a refused request: TRACE, whose response echoes the request, and
+	// every unusual method are refused before anything is looked up. A
+	// server that echoes request headers for an allowed method (a debugging
+	// endpoint such as httpbin's /headers) still hands them back: the
+	// server is trusted with them.
 	Headers map[string]map[string]string
 }
 

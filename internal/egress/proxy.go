@@ -217,6 +217,10 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	connect := r.Method == http.MethodConnect
 	e, msg := p.newEntry(r)
+	if !slices.Contains(methods, r.Method) {
+		p.fail(w, r, e, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed", display(r.Method)))
+		return
+	}
 	if msg != "" {
 		p.fail(w, r, e, http.StatusBadRequest, "bad request: "+msg)
 		return
@@ -236,6 +240,24 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		p.forward(w, r, e, up)
 	}
+}
+
+// methods are the request methods the proxy passes on: RFC 9110's less
+// TRACE, plus PATCH (RFC 5789). A TRACE response echoes the request as
+// the server received it, so it would hand the headers that forward injects
+// back to the sandbox; TRACK and the methods of extensions (WebDAV's
+// PROPFIND and the like) or of nothing at all are refused too, since what a
+// server does with them is anyone's guess. Methods are case-sensitive
+// (RFC 9110, section 9.1): "trace" or "get" is an unknown method, and is
+// refused. OPTIONS stays: its response describes the server, not the
+// request, and a server that echoes request headers can do so for GET as
+// well. Max-Forwards and Via are passed on untouched: the proxy never
+// answers in an upstream's place, so neither can make it reflect a request,
+// and it cannot be its own upstream, since loopback and the host's
+// addresses are denied.
+var methods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions, http.MethodConnect,
 }
 
 // newEntry records the attempt r makes. It returns a message for the
@@ -383,10 +405,11 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *entry, code int,
 	p.mu.Unlock()
 	p.opts.Logger.Debug("egress refused", "host", e.host, "port", e.port, "code", code, "reason", reason)
 
+	denied := code == http.StatusForbidden || code == http.StatusMethodNotAllowed
 	msg := "codeexec egress: " + reason
 	if code != http.StatusBadRequest {
 		word := "error"
-		if code == http.StatusForbidden {
+		if denied {
 			word = "denied"
 		}
 		msg = fmt.Sprintf("codeexec egress %s: %s:%d: %s", word, e.host, e.port, reason)
@@ -394,8 +417,11 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *entry, code int,
 	h := http.Header{}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if code == http.StatusForbidden {
+	if denied {
 		h.Set("X-Codeexec-Egress-Denied", reason)
+	}
+	if code == http.StatusMethodNotAllowed {
+		h.Set("Allow", strings.Join(methods, ", ")) // RFC 9110, section 15.5.6
 	}
 	if r.Method == http.MethodConnect {
 		if c, brw, err := http.NewResponseController(w).Hijack(); err == nil {
