@@ -106,9 +106,23 @@ func Start(c Config) (*exec.Cmd, error) {
 			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: c.HostUID, Size: c.IDCount}},
 			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: c.HostGID, Size: c.IDCount}},
 			// Set the ids the init runs as inside: root of the new user
-			// namespace, which it needs to mount (DESIGN.md).
-			Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
-			GidMappingsEnableSetgroups: false,
+			// namespace, which it needs to mount (DESIGN.md), with no
+			// supplementary groups. Without setgroups(2) the sandbox
+			// would keep the server's: shown as 65534 inside, they still
+			// grant their host group's access to host files.
+			Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
+			// Go calls setgroups only if the namespace allows it
+			// (user_namespaces(7), "/proc/[pid]/setgroups"). "deny"
+			// exists so that an unprivileged creator cannot drop a
+			// group that file permissions deny access to; here host root
+			// writes the maps, and after setgroups(0) there is no host
+			// group left to drop. What "allow" leaves is that root of the
+			// namespace (the init, the zygote) may take gids of the
+			// sandbox's own range, which own nothing on the host; the
+			// children run as an unprivileged uid without CAP_SETGID and
+			// cannot call setgroups, nor create a user namespace
+			// (seccomp), where an unprivileged map needs "deny" anyway.
+			GidMappingsEnableSetgroups: true,
 			Pdeathsig:                  syscall.SIGKILL,
 		},
 	}

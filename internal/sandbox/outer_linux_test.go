@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -170,5 +171,57 @@ for d in sys.argv[1:]:
 	want := fmt.Sprintf("%s %d\n%s %d\n", dir, unix.EROFS, sub, unix.EROFS)
 	if out != want {
 		t.Errorf("writes below a read-only bind printed %q, want %q (errno %d is EROFS)", out, want, unix.EROFS)
+	}
+}
+
+// TestNoSupplementaryGroups gives the server supplementary groups and
+// checks that the sandbox has none: inside they would show as 65534, but
+// the kernel still grants their host group's access, here to a file only
+// that group may read.
+func TestNoSupplementaryGroups(t *testing.T) {
+	requireRoot(t)
+	const group = 4242 // a host gid outside the sandbox's range
+	dir := hostDir(t)
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("host group's secret"), 0o040); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{os.Chmod(dir, 0o755), os.Chown(secret, 0, group), os.Chmod(secret, 0o040)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// syscall.Setgroups applies to every thread of the process.
+	orig, err := syscall.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setgroups([]int{group}); err != nil {
+		t.Fatalf("setgroups: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Setgroups(orig); err != nil {
+			t.Errorf("restore groups %v: %v", orig, err)
+		}
+	})
+	code := `
+import os, sys
+out = os.fdopen(3, "w")
+groups = [l for l in open("/proc/self/status") if l.startswith("Groups:")]
+print(repr(groups[0].split(":", 1)[1].strip()), file=out)
+try:
+    print(repr(open(sys.argv[1]).read()), file=out)
+except OSError as e:
+    print(e.errno, file=out)
+`
+	c := pythonConfig(t, code, nil)
+	c.Args = append(c.Args, secret)
+	c.extraBinds = []string{dir}
+	out, errOut, err := runSandbox(t, c)
+	if err != nil {
+		t.Fatalf("sandboxed python: %v\nstderr: %s", err, errOut)
+	}
+	if want := fmt.Sprintf("''\n%d\n", unix.EACCES); out != want {
+		t.Errorf("groups and read of a group-readable host file printed %q, want %q (no groups, EACCES)", out, want)
 	}
 }
