@@ -212,7 +212,10 @@ var roBinds = []string{
 	"/etc/ld.so.conf.d",
 	"/etc/matplotlibrc",
 	"/etc/fonts",
-	"/etc/ssl",
+	// HTTPS needs the CA certificates (OpenSSL reaches them through
+	// /usr/lib/ssl's links) and its configuration, not /etc/ssl/private.
+	"/etc/ssl/certs",
+	"/etc/ssl/openssl.cnf",
 	"/etc/ca-certificates",
 	"/etc/mime.types",
 	"/etc/python3",

@@ -113,7 +113,22 @@ for p in ["/", "/usr/x", "/etc/x", "/run/codeexec/x"]:
 open("/tmp/x", "w").write("ok"); say("tmp", "ok")
 import numpy
 say("numpy", int(numpy.arange(10).sum()))
+say("ssl", sorted(os.listdir("/etc/ssl")))
+import ssl
+paths = ssl.get_default_verify_paths()
+say("verify", (os.path.realpath(paths.cafile), os.path.realpath(paths.capath)))
+say("cas", ssl.create_default_context().cert_store_stats()["x509_ca"] > 0)
 `
+	// HTTPS through the egress proxy needs the host's CA certificates,
+	// and nothing else of /etc/ssl (not /etc/ssl/private).
+	const caFile = "/etc/ssl/certs/ca-certificates.crt"
+	if _, err := os.Stat(caFile); err != nil {
+		requireOrSkip(t, caFile+" is missing (apt-get install ca-certificates)")
+	}
+	ssl := "ssl=['certs']"
+	if _, err := os.Stat("/etc/ssl/openssl.cnf"); err == nil {
+		ssl = "ssl=['certs', 'openssl.cnf']"
+	}
 	out, errOut, err := startPython(t, code)
 	if err != nil {
 		t.Fatalf("sandboxed python: %v\nstderr: %s", err, errOut)
@@ -123,6 +138,7 @@ say("numpy", int(numpy.arange(10).sum()))
 		"uid=(0, 0)", "pid=1", "nnp='1'", "hostname='sandbox'", "file='hi'",
 		"write /=30", "write /usr/x=30", "write /etc/x=30", "write /run/codeexec/x=30",
 		"tmp='ok'", "numpy=45",
+		ssl, "verify=('" + caFile + "', '/etc/ssl/certs')", "cas=True",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("sandbox view lacks %q; got:\n%s\nstderr: %s", want, out, errOut)
