@@ -71,11 +71,48 @@ type initConfig struct {
 }
 
 // Start starts the outer sandbox described by c. The caller owns the
-// returned process and must Wait for it; it is killed with SIGKILL if the
-// thread that started it exits (Pdeathsig), so start it from a goroutine
-// locked to a thread that lives as long as the sandbox, or accept that Go
-// may retire the thread (it does not do so while the program runs normally).
+// returned process and must Wait for it. The sandbox gets SIGKILL when the
+// server dies (Pdeathsig), and with it every process inside.
+//
+// Pdeathsig fires when the thread that forked the child exits, not the
+// process (prctl(2), golang/go#27505), and Go ends a thread whenever a
+// goroutine exits locked to it, as ours do on purpose when they cannot
+// restore a thread's namespace or file-system ids. So Start forks from a
+// goroutine of its own, locked to its thread, which runs nothing else and
+// stays blocked until the sandbox has exited; this costs one idle thread
+// per live sandbox.
 func Start(c Config) (*exec.Cmd, error) {
+	type result struct {
+		cmd *exec.Cmd
+		err error
+	}
+	started := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		pidfd := -1
+		cmd, err := start(c, &pidfd)
+		started <- result{cmd, err}
+		if err != nil {
+			return
+		}
+		defer unix.Close(pidfd)
+		// A pidfd becomes readable when its process exits (pidfd_open(2)),
+		// whether or not it has been reaped yet.
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	r := <-started
+	return r.cmd, r.err
+}
+
+// start starts the sandbox from the calling thread, storing a pidfd of it
+// in *pidfd.
+func start(c Config, pidfd *int) (*exec.Cmd, error) {
 	if c.IDCount < 1 || c.HostUID < 1 || c.HostGID < 1 {
 		return nil, fmt.Errorf("sandbox: invalid id range uid=%d gid=%d count=%d", c.HostUID, c.HostGID, c.IDCount)
 	}
@@ -124,6 +161,7 @@ func Start(c Config) (*exec.Cmd, error) {
 			// (seccomp), where an unprivileged map needs "deny" anyway.
 			GidMappingsEnableSetgroups: true,
 			Pdeathsig:                  syscall.SIGKILL,
+			PidFD:                      pidfd,
 		},
 	}
 	err = cmd.Start()

@@ -2,12 +2,17 @@ package sandbox
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -239,5 +244,75 @@ except OSError as e:
 	}
 	if want := fmt.Sprintf("''\n%d\n", unix.EACCES); out != want {
 		t.Errorf("groups and read of a group-readable host file printed %q, want %q (no groups, EACCES)", out, want)
+	}
+}
+
+// TestSandboxOutlivesStartingThread starts a sandbox from a goroutine
+// that then exits locked to its thread, which makes Go end the thread,
+// and then ends more threads that way. Pdeathsig fires when the thread
+// that forked the sandbox exits (golang/go#27505), so the sandbox lives
+// only if Start forked it from a thread of its own.
+func TestSandboxOutlivesStartingThread(t *testing.T) {
+	code := `
+import os, signal
+signal.signal(signal.SIGTERM, lambda *_: os._exit(7))
+os.write(3, b"ready")
+while True:
+    signal.pause()
+`
+	c := pythonConfig(t, code, nil)
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	c.HostUID, c.HostGID, c.IDCount = 3_000_000, 3_000_000, 65536
+	c.ExtraFiles = []*os.File{outW}
+	var cmd *exec.Cmd
+	var err error
+	endLockedThread(t, func() { cmd, err = Start(c) })
+	outW.Close()
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	for range 8 {
+		endLockedThread(t, func() {})
+	}
+	// As pid 1 of its namespace the program gets SIGTERM only once it has
+	// a handler: wait for it to say so (or to die).
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(outR, buf); err != nil {
+		t.Errorf("read the sandbox's ready: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 7 {
+		t.Errorf("sandbox after its starting thread ended: %v, want exit status 7 from its SIGTERM handler", err)
+	}
+}
+
+// endLockedThread runs f in a goroutine locked to a thread that ends with
+// the goroutine, and returns once the thread is gone.
+func endLockedThread(t *testing.T, f func()) {
+	t.Helper()
+	tids := make(chan int)
+	for {
+		go func() {
+			runtime.LockOSThread()
+			tid := unix.Gettid()
+			if tid == unix.Getpid() {
+				// Go never ends the main thread: hold it until the test
+				// ends so that the next goroutine gets another one.
+				tids <- 0
+				<-t.Context().Done()
+				return
+			}
+			f()
+			tids <- tid
+		}()
+		if tid := <-tids; tid != 0 {
+			for {
+				if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); errors.Is(err, os.ErrNotExist) {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
 	}
 }
