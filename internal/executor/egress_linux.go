@@ -21,9 +21,9 @@ const proxyPort = 3128
 // namespace has no other interface, and the proxy's own connections start
 // in the host's namespace, from Go.
 func (c *child) startEgress(p egress.Policy, opts egress.Options) (*egress.Proxy, map[string]string, error) {
-	ln, err := listenInNetns(c.pid)
+	ln, err := listenInNetns(c.pidfd)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("egress for sandbox %d: %w", c.pid, err)
 	}
 	proxy := egress.New(p, opts)
 	go proxy.Serve(ln)
@@ -34,10 +34,13 @@ func (c *child) startEgress(p egress.Policy, opts egress.Options) (*egress.Proxy
 }
 
 // listenInNetns switches one locked thread into the network namespace of
-// pid (setns(2)), brings lo up there, opens a TCP listener on
-// 127.0.0.1:proxyPort, and switches back. A socket stays in the namespace
-// it was created in, so the listener serves the sandbox from any thread.
-func listenInNetns(pid int) (net.Listener, error) {
+// the process pidfd refers to (setns(2) with a pidfd, Linux 5.8), brings lo
+// up there, opens a TCP listener on 127.0.0.1:proxyPort, and switches
+// back. A pidfd, unlike /proc/<pid>, cannot come to name another process
+// that reused the pid: if the sandbox is gone, setns fails with ESRCH. A
+// socket stays in the namespace it was created in, so the listener serves
+// the sandbox from any thread.
+func listenInNetns(pidfd int) (net.Listener, error) {
 	runtime.LockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -45,20 +48,15 @@ func listenInNetns(pid int) (net.Listener, error) {
 		return nil, err
 	}
 	defer self.Close()
-	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
+	if err := unix.Setns(pidfd, unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("open network namespace of sandbox %d: %w", pid, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter network namespace of sandbox %d: %w", pid, err)
+		return nil, fmt.Errorf("enter network namespace: %w", err)
 	}
 	ln, lerr := loUpAndListen()
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
 		// The thread is in the wrong namespace: leave it locked so that it
-		// dies with this goroutine instead of serving others.
+		// dies with this goroutine instead of serving others (no sandbox
+		// dies with it: sandbox.Start forks from a thread of its own).
 		if ln != nil {
 			ln.Close()
 		}
