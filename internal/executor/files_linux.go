@@ -205,7 +205,8 @@ func mimeType(p string) string {
 
 // asUser runs f on a thread whose file-system ids are uid (setfsuid(2)),
 // so files are created as that user. fsuid is per thread: the thread is
-// locked for the call and retired if the ids cannot be restored.
+// locked for the call and retired if the ids cannot be restored (no
+// sandbox dies with it: sandbox.Start forks from a thread of its own).
 func asUser(uid int, f func() error) error {
 	runtime.LockOSThread()
 	unix.Setfsgid(uid)
@@ -213,7 +214,11 @@ func asUser(uid int, f func() error) error {
 	err := f()
 	unix.Setfsuid(0)
 	unix.Setfsgid(0)
-	if prev, _ := unix.SetfsuidRetUid(-1); prev != 0 {
+	// setfsuid and setfsgid report no error; -1 is never a valid id, so
+	// these calls only return the current ones.
+	fsuid, _ := unix.SetfsuidRetUid(-1)
+	fsgid, _ := unix.SetfsgidRetGid(-1)
+	if fsuid != 0 || fsgid != 0 {
 		return err // leave the thread locked: it dies with this goroutine
 	}
 	runtime.UnlockOSThread()
