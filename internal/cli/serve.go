@@ -94,7 +94,8 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	lim.Timeout, lim.MemoryBytes, lim.OutputBytes = cfg.Timeout, cfg.MemoryMB<<20, cfg.OutputBytes
 	max := executor.MaxLimits
 	max.Timeout, max.MemoryBytes, max.OutputBytes = cfg.MaxTimeout, cfg.MaxMemoryMB<<20, cfg.MaxOutputBytes
-	ex, err := executor.New(ctx, executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max, Logger: log})
+	ex, err := executor.New(ctx, executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max,
+		TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err

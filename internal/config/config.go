@@ -67,6 +67,12 @@ type Config struct {
 	MemoryMB, MaxMemoryMB int64
 	// OutputBytes and MaxOutputBytes limit stdout and stderr, each.
 	OutputBytes, MaxOutputBytes int64
+	// SandboxesMemoryMB caps the memory, swap included, of all sandboxes
+	// and their zygote together, in MiB; SandboxesPids their processes and
+	// threads together. 0 (the default) derives them from the machine:
+	// MemTotal less a fifth (at least 1 GiB, at most half), and half of
+	// the smaller of kernel.threads-max and kernel.pid_max.
+	SandboxesMemoryMB, SandboxesPids int64
 
 	// UpstreamURL and UpstreamAPIKey name the OpenAI-compatible model
 	// provider behind /v1/chat/completions. Where both are empty,
@@ -101,6 +107,10 @@ type Config struct {
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string
 }
+
+// minSandboxesPids is the smallest SandboxesPids that can run anything: the
+// zygote's cgroup allows 64 tasks, and so does a sandbox by default.
+const minSandboxesPids = 128
 
 // Default returns the configuration with every default filled in.
 func Default() Config {
@@ -192,6 +202,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxMemoryMB, "max-memory-mb", c.MaxMemoryMB, "largest memory limit a request may ask for, in MiB")
 	fs.Int64Var(&c.OutputBytes, "output-bytes", c.OutputBytes, "default limit of stdout and of stderr")
 	fs.Int64Var(&c.MaxOutputBytes, "max-output-bytes", c.MaxOutputBytes, "largest output limit a request may ask for")
+	fs.Int64Var(&c.SandboxesMemoryMB, "sandboxes-memory-mb", c.SandboxesMemoryMB, "memory limit of all sandboxes together in MiB (0 = the machine's memory less a fifth, at least 1 GiB)")
+	fs.Int64Var(&c.SandboxesPids, "sandboxes-pids", c.SandboxesPids, "limit of the processes and threads of all sandboxes together (0 = half of the smaller of kernel.threads-max and kernel.pid_max)")
 	fs.StringVar(&c.UpstreamURL, "upstream-url", c.UpstreamURL, "base URL of the OpenAI-compatible model provider (e.g. http://127.0.0.1:11434/v1)")
 	fs.StringVar(&c.UpstreamAPIKey, "upstream-api-key", c.UpstreamAPIKey, "API key of the model provider (prefer the env var)")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "time limit of each model call")
@@ -288,6 +300,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryMB < 16 {
 		bad("--memory-mb must be at least 16")
+	}
+	if c.SandboxesMemoryMB < 0 || c.SandboxesPids < 0 {
+		bad("--sandboxes-memory-mb and --sandboxes-pids must not be negative (0 derives them from the machine)")
+	}
+	if c.SandboxesMemoryMB > 0 && c.SandboxesMemoryMB < c.MaxMemoryMB {
+		bad("--sandboxes-memory-mb %d is below --max-memory-mb %d: one execution could not get what it may ask for", c.SandboxesMemoryMB, c.MaxMemoryMB)
+	}
+	if c.SandboxesPids > 0 && c.SandboxesPids < minSandboxesPids {
+		bad("--sandboxes-pids must be 0 or at least %d (the zygote's 64 tasks and one sandbox's 64)", minSandboxesPids)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

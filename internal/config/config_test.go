@@ -49,17 +49,20 @@ func TestConfigPrecedence(t *testing.T) {
 		{
 			name: "env over default",
 			env: map[string]string{
-				"CODEEXEC_ADDR":           "127.0.0.1:9000",
-				"CODEEXEC_POOL_SIZE":      "8",
-				"CODEEXEC_SESSION_IDLE":   "90s",
-				"CODEEXEC_ALLOW_PUBLIC":   "true",
-				"CODEEXEC_API_KEYS":       "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb,",
-				"CODEEXEC_MAX_BODY_BYTES": "1024",
+				"CODEEXEC_ADDR":                "127.0.0.1:9000",
+				"CODEEXEC_POOL_SIZE":           "8",
+				"CODEEXEC_SESSION_IDLE":        "90s",
+				"CODEEXEC_ALLOW_PUBLIC":        "true",
+				"CODEEXEC_API_KEYS":            "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb,",
+				"CODEEXEC_MAX_BODY_BYTES":      "1024",
+				"CODEEXEC_SANDBOXES_MEMORY_MB": "16384",
+				"CODEEXEC_SANDBOXES_PIDS":      "2000",
 			},
 			want: func(c *Config) {
 				c.Addr, c.PoolSize, c.SessionIdle, c.AllowPublic = "127.0.0.1:9000", 8, 90*time.Second, true
 				c.APIKeys = []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"}
 				c.MaxBodyBytes = 1024
+				c.SandboxesMemoryMB, c.SandboxesPids = 16384, 2000
 			},
 		},
 		{
@@ -193,6 +196,12 @@ func TestValidate(t *testing.T) {
 		{"output above max", func(c *Config) { c.OutputBytes = c.MaxOutputBytes + 1 }, []string{"above its maximum"}},
 		{"default equal to max", func(c *Config) { c.Timeout, c.MemoryMB, c.OutputBytes = c.MaxTimeout, c.MaxMemoryMB, c.MaxOutputBytes }, nil},
 		{"tiny memory", func(c *Config) { c.MemoryMB = 8 }, []string{"--memory-mb must be at least 16"}},
+		{"sandbox ceilings set", func(c *Config) { c.SandboxesMemoryMB, c.SandboxesPids = 8192, 4096 }, nil},
+		{"sandbox ceilings at their minimum", func(c *Config) { c.SandboxesMemoryMB, c.SandboxesPids = c.MaxMemoryMB, 128 }, nil},
+		{"negative sandboxes memory", func(c *Config) { c.SandboxesMemoryMB = -1 }, []string{"--sandboxes-memory-mb and --sandboxes-pids must not be negative"}},
+		{"negative sandboxes pids", func(c *Config) { c.SandboxesPids = -1 }, []string{"must not be negative"}},
+		{"sandboxes memory below one execution's", func(c *Config) { c.SandboxesMemoryMB = c.MaxMemoryMB - 1 }, []string{"--sandboxes-memory-mb 4095 is below --max-memory-mb 4096"}},
+		{"too few sandboxes pids", func(c *Config) { c.SandboxesPids = 64 }, []string{"--sandboxes-pids must be 0 or at least 128"}},
 		{"bad log level", func(c *Config) { c.LogLevel = "verbose" }, []string{`--log-level "verbose"`}},
 		{"upper-case log level", func(c *Config) { c.LogLevel = "INFO" }, []string{"--log-level"}},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, []string{"--data-dir"}},

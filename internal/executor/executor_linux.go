@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -32,10 +33,23 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("the executor needs root to create namespaces with a uid range and cgroups (run 'codeexec doctor'): %w", sandbox.ErrUnsupported)
 	}
+	if cfg.TotalMemoryBytes == 0 || cfg.TotalPids == 0 {
+		host, err := sandbox.HostCeilings()
+		if err != nil {
+			return nil, fmt.Errorf("derive the ceilings of all sandboxes (set TotalMemoryBytes and TotalPids): %w", err)
+		}
+		cfg.TotalMemoryBytes = cmp.Or(cfg.TotalMemoryBytes, host.MemoryBytes)
+		cfg.TotalPids = cmp.Or(cfg.TotalPids, host.Pids)
+	}
 	cgs, err := sandbox.NewCgroups(fmt.Sprintf("%s/%d-%d", cfg.CgroupParent, os.Getpid(), time.Now().UnixNano()%1e6))
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
+	if err := cgs.SetLimits(sandbox.Limits{MemoryBytes: cfg.TotalMemoryBytes, Pids: cfg.TotalPids}); err != nil {
+		cgs.Close()
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	cfg.Logger.Info("ceilings of all sandboxes", "memory_bytes", cfg.TotalMemoryBytes, "pids", cfg.TotalPids)
 	p, err := startPool(ctx, cfg, cgs, 0)
 	if err != nil {
 		cgs.Close()

@@ -55,6 +55,14 @@ type Config struct {
 	// charged to the zygote's cgroup while the child lives, so this bounds
 	// the number of live sandboxes too.
 	ZygoteMemoryBytes int64
+	// TotalMemoryBytes and TotalPids cap the memory (with swap) and the
+	// tasks of the zygote and every sandbox together, in the executor's
+	// own cgroup, so that no mix of sessions can exhaust the host or starve
+	// the server. Zero is derived from the machine by New
+	// (sandbox.HostCeilings: MemTotal less a fifth, at least 1 GiB; half
+	// of the smaller of threads-max and pid_max); setDefaults leaves it,
+	// because reading /proc can fail and setDefaults cannot.
+	TotalMemoryBytes, TotalPids int64
 	// MaxCodeBytes is the largest program accepted (default 1 MiB).
 	MaxCodeBytes int
 	// CgroupParent is the cgroup path all sandboxes live under (default

@@ -63,6 +63,12 @@ func (l cgroupLayout) roots() []string {
 // controllers (such as /sys/fs/cgroup/unified on hybrid hosts) is ignored.
 // If neither is usable the error wraps ErrUnsupported.
 //
+// On v1 it turns memory.use_hierarchy on in parent (where it is not on
+// already, as it always is since Linux 5.11) before any child exists, so
+// that the memory of parent's descendants is charged to parent too and
+// Cgroups.SetLimits caps them together; pids and cpu are hierarchical
+// anyway.
+//
 // An existing parent is reused. The result's New may be called from several
 // goroutines at once; Close must not race with New.
 func NewCgroups(parent string) (Cgroups, error) {
@@ -136,6 +142,12 @@ func newCgroups(l cgroupLayout, parent string) (*cgroups, error) {
 			}
 		}
 	}
+	if l.version == 1 {
+		if err := cgroupUseHierarchy(filepath.Join(l.memory, parent)); err != nil {
+			cs.removeCreated()
+			return nil, fmt.Errorf("count memory of cgroup %s hierarchically: %w", parent, err)
+		}
+	}
 	if l.version == 2 {
 		// A controller can be enabled in a cgroup's subtree_control only
 		// if it is enabled in its parent's, so go top down (cgroups(7),
@@ -179,6 +191,24 @@ func cgroupEnable(dir string) error {
 	return cgroupWrite(file, strings.Join(add, " "))
 }
 
+// cgroupUseHierarchy writes 1 to dir's memory.use_hierarchy unless it reads
+// 1 already. Before Linux 5.11 the kernel refuses the write once the cgroup
+// has children (EBUSY) or when its parent has it on (EINVAL; the child then
+// has it on too), so reading first keeps a reused parent usable
+// (Documentation/admin-guide/cgroup-v1/memory.rst, "Hierarchical accounting
+// and reclaim").
+func cgroupUseHierarchy(dir string) error {
+	file := filepath.Join(dir, "memory.use_hierarchy")
+	b, err := cgroupRead(file)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	return cgroupWrite(file, "1")
+}
+
 // removeCreated removes, best effort, the directories NewCgroups created.
 func (cs *cgroups) removeCreated() {
 	for _, dir := range slices.Backward(cs.created) {
@@ -188,6 +218,16 @@ func (cs *cgroups) removeCreated() {
 
 // Version is 1 or 2.
 func (cs *cgroups) Version() int { return cs.l.version }
+
+// SetLimits writes l to the parent cgroup itself, with the code of
+// Cgroup.SetLimits. The kernel charges every descendant's memory and tasks
+// to the parent as well, so l caps all the children together whatever
+// their own limits: a child without a memory limit is OOM-killed when the
+// parent's is reached, and a fork fails once the parent's pids.max tasks
+// exist below it.
+func (cs *cgroups) SetLimits(l Limits) error {
+	return (&cgroup{l: cs.l, path: cs.parent}).SetLimits(l)
+}
 
 // New creates the cgroup parent/name in every hierarchy. An existing cgroup
 // of that name is reused.
@@ -537,4 +577,73 @@ func cgroupMax(n int64) string {
 		return "max"
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// HostCeilings returns default limits for the parent cgroup of all
+// sandboxes (Cgroups.SetLimits), derived from this machine so that no mix
+// of sandboxes can exhaust it:
+//
+//   - MemoryBytes is MemTotal of /proc/meminfo less a reserve of a fifth of
+//     it, at least 1 GiB and at most half. The floor covers the server
+//     itself (request bodies, captured output and files of every admitted
+//     execution, SQLite: a few hundred MiB under load) and a small host's
+//     own daemons; on larger machines a fifth leaves the kernel its slab,
+//     the page cache of everything else and room above its reclaim
+//     watermarks. A 24 GiB machine gives about 19 GiB to sandboxes.
+//   - Pids is half of the smaller of /proc/sys/kernel/threads-max and
+//     /proc/sys/kernel/pid_max: every thread takes a pid, so the host
+//     keeps at least the other half of both.
+//
+// CPUMillis is 0: CPU is shared by weight, not capped.
+func HostCeilings() (Limits, error) { return hostCeilings("/proc") }
+
+// hostCeilings is HostCeilings reading the proc file system mounted at
+// proc; tests give it a fake one.
+func hostCeilings(proc string) (Limits, error) {
+	memTotal, err := procMemTotal(filepath.Join(proc, "meminfo"))
+	if err != nil {
+		return Limits{}, fmt.Errorf("host ceilings: %w", err)
+	}
+	var minTasks int64 = math.MaxInt64
+	for _, name := range []string{"threads-max", "pid_max"} {
+		n, err := procReadInt(filepath.Join(proc, "sys", "kernel", name))
+		if err != nil {
+			return Limits{}, fmt.Errorf("host ceilings: %w", err)
+		}
+		minTasks = min(minTasks, n)
+	}
+	reserve := min(max(1<<30, memTotal/5), memTotal/2)
+	return Limits{MemoryBytes: memTotal - reserve, Pids: minTasks / 2}, nil
+}
+
+// procMemTotal reads the MemTotal line of a meminfo file, in bytes.
+func procMemTotal(name string) (int64, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, ok := strings.CutSuffix(strings.TrimSpace(v), " kB")
+			n, err := strconv.ParseInt(kb, 10, 64)
+			if !ok || err != nil || n <= 0 || n > math.MaxInt64>>10 {
+				return 0, fmt.Errorf("read %s: bad MemTotal %q", name, strings.TrimSpace(v))
+			}
+			return n << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("read %s: no MemTotal line", name)
+}
+
+// procReadInt reads a file holding one positive integer.
+func procReadInt(name string) (int64, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("read %s: want a positive integer, have %q", name, strings.TrimSpace(string(b)))
+	}
+	return n, nil
 }

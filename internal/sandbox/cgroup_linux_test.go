@@ -327,6 +327,246 @@ read y`)
 	}
 }
 
+// cgroupTestPeak reads a high-water mark the kernel keeps, if it has the
+// file: name is tried in the order given (v1 and v2 spell them differently).
+func cgroupTestPeak(t *testing.T, dir string, names ...string) (int64, bool) {
+	t.Helper()
+	for _, name := range names {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// TestCgroupsParentMemoryLimit caps the parent at 64 MiB and runs a program
+// that touches 256 MiB in a child that has no memory limit of its own: the
+// parent's limit must stop it, the kernel OOM-killing it, and the
+// parent's usage never exceeds its limit.
+func TestCgroupsParentMemoryLimit(t *testing.T) {
+	cs := newTestCgroups(t)
+	const limit = 64 << 20
+	if err := cs.SetLimits(Limits{MemoryBytes: limit, Pids: 32}); err != nil {
+		t.Fatalf("Cgroups.SetLimits = %v", err)
+	}
+	parent := &cgroup{l: cs.l, path: cs.parent}
+	if diff := cmp.Diff(map[string]string{"memory": "67108864", "pids": "32", "cpu": "max"}, cgroupTestLimits(t, parent)); diff != "" {
+		t.Errorf("parent's limits read back (-want +got):\n%s", diff)
+	}
+	c := newTestCgroup(t, cs, "c")
+	if got := cgroupTestLimits(t, c)["memory"]; got != "max" {
+		t.Fatalf("child's own memory limit = %s, want max", got)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupHelperProcess$")
+	cmd.Env = append(os.Environ(), cgroupHelperEnv+"=memhog")
+	startInCgroup(t, c, cmd)
+	if err := cmd.Wait(); !cgroupTestKilled(err) {
+		t.Errorf("memory hog in a child without a limit: Wait() = %v, want killed by SIGKILL", err)
+	}
+	// v1 counts an OOM kill in the victim's cgroup only, v2 in its
+	// ancestors too.
+	if n, err := c.OOMKills(); err != nil || n < 1 {
+		t.Errorf("child's OOMKills() = %d, %v; want >= 1", n, err)
+	}
+	if cs.l.version == 2 {
+		if n, err := parent.OOMKills(); err != nil || n < 1 {
+			t.Errorf("parent's OOMKills() = %d, %v; want >= 1", n, err)
+		}
+	}
+	dir := filepath.Join(cs.l.memory, cs.parent)
+	if peak, ok := cgroupTestPeak(t, dir, "memory.max_usage_in_bytes", "memory.peak"); ok {
+		t.Logf("parent's peak memory: %d MiB", peak>>20)
+		if peak > limit {
+			t.Errorf("parent's peak memory = %d, want <= %d", peak, limit)
+		}
+	}
+}
+
+// TestCgroupsParentPidsLimit caps the parent at 8 tasks and runs a loop
+// forking 64 sleeps in each of two children that have no pids limit of
+// their own: together they must never hold more than 8. Each shell is pid 1
+// of its own pid namespace, so that the kernel reaps its orphans.
+func TestCgroupsParentPidsLimit(t *testing.T) {
+	cs := newTestCgroups(t)
+	const limit = 8
+	if err := cs.SetLimits(Limits{Pids: limit}); err != nil {
+		t.Fatalf("Cgroups.SetLimits = %v", err)
+	}
+	// Both shells are moved in before either forks: moving a process
+	// into a cgroup is not bound by pids.max, forking is.
+	var children []*cgroup
+	var outs []*bufio.Reader
+	var gos []io.Writer
+	for _, name := range []string{"a", "b"} {
+		c := newTestCgroup(t, cs, name)
+		cmd := exec.Command("/bin/sh", "-c", `read x
+(i=0; while [ $i -lt 64 ]; do sleep 30 & i=$((i+1)); done)
+echo done
+read y`)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+		cmd.Stderr = io.Discard // "Cannot fork"
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		if err := c.Add(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, c)
+		outs = append(outs, bufio.NewReader(stdout))
+		gos = append(gos, stdin)
+	}
+	for _, w := range gos {
+		if _, err := io.WriteString(w, "\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, out := range outs {
+		// A shell that could not even fork its loop exits: EOF.
+		if line, err := out.ReadString('\n'); line != "done\n" && err != io.EOF {
+			t.Fatalf("fork loop %d printed %q, %v; want done or EOF", i, line, err)
+		}
+	}
+	total := 0
+	for _, c := range children {
+		pids, err := c.Procs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d processes after the fork loop", c.Path(), len(pids))
+		total += len(pids)
+	}
+	if total > limit {
+		t.Errorf("processes in both children after two fork loops of 64 = %d, want <= %d", total, limit)
+	}
+	if peak, ok := cgroupTestPeak(t, filepath.Join(cs.l.pids, cs.parent), "pids.peak"); ok {
+		t.Logf("parent's pids.peak = %d", peak)
+		if peak > limit {
+			t.Errorf("parent's pids.peak = %d, want <= %d", peak, limit)
+		}
+	}
+}
+
+// TestCgroupV1UseHierarchy checks, on a fake v1 hierarchy, that NewCgroups
+// turns memory.use_hierarchy on in the parent where it is off (before
+// Linux 5.11) and leaves it alone where it is on.
+func TestCgroupV1UseHierarchy(t *testing.T) {
+	tests := []struct{ name, before, want string }{
+		{"off", "0\n", "1"},
+		{"on", "1\n", "1\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			l := cgroupLayout{version: 1, memory: filepath.Join(root, "memory"), pids: filepath.Join(root, "pids"), cpu: filepath.Join(root, "cpu")}
+			for _, dir := range l.roots() {
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			file := filepath.Join(l.memory, "codeexec", "p", "memory.use_hierarchy")
+			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte(tt.before), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := newCgroups(l, "codeexec/p"); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(file); string(got) != tt.want {
+				t.Errorf("memory.use_hierarchy %q after newCgroups = %q, want %q", tt.before, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestHostCeilings derives the default ceilings from fake /proc contents.
+func TestHostCeilings(t *testing.T) {
+	const gib = 1 << 30
+	tests := []struct {
+		name                     string
+		meminfo, threads, pidMax string
+		want                     Limits
+		wantErr                  bool
+	}{
+		{
+			name:    "24 GiB: a fifth kept",
+			meminfo: "MemTotal:       25165824 kB\nMemFree:        23148956 kB\n",
+			threads: "192724\n", pidMax: "32768\n",
+			want: Limits{MemoryBytes: 24*gib - 24*gib/5, Pids: 16384},
+		},
+		{
+			name:    "4 GiB: 1 GiB kept",
+			meminfo: "MemFree: 1 kB\nMemTotal: 4194304 kB\n",
+			threads: "30000", pidMax: "4194304",
+			want: Limits{MemoryBytes: 3 * gib, Pids: 15000},
+		},
+		{
+			name:    "1.5 GiB: half kept",
+			meminfo: "MemTotal: 1572864 kB\n",
+			threads: "4096", pidMax: "4096",
+			want: Limits{MemoryBytes: 768 << 20, Pids: 2048},
+		},
+		{name: "no MemTotal", meminfo: "MemFree: 1 kB\n", threads: "1", pidMax: "1", wantErr: true},
+		{name: "MemTotal without kB", meminfo: "MemTotal: 100\n", threads: "1", pidMax: "1", wantErr: true},
+		{name: "bad threads-max", meminfo: "MemTotal: 100 kB\n", threads: "lots", pidMax: "1", wantErr: true},
+		{name: "zero pid_max", meminfo: "MemTotal: 100 kB\n", threads: "1", pidMax: "0", wantErr: true},
+		{name: "no pid_max", meminfo: "MemTotal: 100 kB\n", threads: "1", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proc := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(proc, "sys", "kernel"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, content := range map[string]string{"meminfo": tt.meminfo, "sys/kernel/threads-max": tt.threads, "sys/kernel/pid_max": tt.pidMax} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(filepath.Join(proc, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := hostCeilings(proc)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("hostCeilings() = %+v, %v; want error %v", got, err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("hostCeilings() (-want +got):\n%s", diff)
+			}
+		})
+	}
+	got, err := HostCeilings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("this machine: HostCeilings() = %d MiB, %d pids", got.MemoryBytes>>20, got.Pids)
+	if got.MemoryBytes <= 0 || got.Pids <= 0 {
+		t.Errorf("HostCeilings() = %+v, want positive limits", got)
+	}
+}
+
 // TestCgroupCPULimit runs a busy loop limited to a tenth of a core and
 // waits for the kernel to report throttling in cpu.stat.
 func TestCgroupCPULimit(t *testing.T) {
@@ -473,6 +713,9 @@ func TestCgroupV2Files(t *testing.T) {
 	write("cgroup.subtree_control", "cpu io\n")
 	write("codeexec/cgroup.subtree_control", "")
 	write("codeexec/pool/cgroup.subtree_control", "memory pids cpu\n")
+	for _, f := range []string{"memory.max", "memory.swap.max", "pids.max", "cpu.max"} {
+		write("codeexec/pool/"+f, "")
+	}
 	full := []string{"memory.max", "memory.swap.max", "pids.max", "cpu.max", "cgroup.procs", "memory.events", "cgroup.kill"}
 	for _, f := range full {
 		write("codeexec/pool/full/"+f, "")
@@ -502,6 +745,18 @@ func TestCgroupV2Files(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantSubtree, gotSubtree); diff != "" {
 		t.Errorf("cgroup.subtree_control after newCgroups (-want +got):\n%s", diff)
+	}
+
+	if err := cs.SetLimits(Limits{MemoryBytes: 19 << 30, Pids: 16384}); err != nil {
+		t.Fatalf("Cgroups.SetLimits = %v", err)
+	}
+	gotParent := map[string]string{}
+	for _, f := range []string{"memory.max", "memory.swap.max", "pids.max", "cpu.max"} {
+		gotParent[f] = read("codeexec/pool/" + f)
+	}
+	wantParent := map[string]string{"memory.max": "20401094656", "memory.swap.max": "0", "pids.max": "16384", "cpu.max": "max 100000"}
+	if diff := cmp.Diff(wantParent, gotParent); diff != "" {
+		t.Errorf("parent's files after Cgroups.SetLimits (-want +got):\n%s", diff)
 	}
 
 	tests := []struct {

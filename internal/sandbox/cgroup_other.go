@@ -4,3 +4,6 @@ package sandbox
 
 // NewCgroups returns ErrUnsupported: cgroups exist only on Linux.
 func NewCgroups(parent string) (Cgroups, error) { return nil, ErrUnsupported }
+
+// HostCeilings returns ErrUnsupported: it reads Linux's /proc.
+func HostCeilings() (Limits, error) { return Limits{}, ErrUnsupported }

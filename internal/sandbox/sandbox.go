@@ -59,6 +59,10 @@ type Cgroup interface {
 type Cgroups interface {
 	// Version is 1 or 2.
 	Version() int
+	// SetLimits writes l to the parent cgroup itself: ceilings on all its
+	// children together, whatever their own limits (see HostCeilings for
+	// defaults). A zero field removes that ceiling.
+	SetLimits(l Limits) error
 	// New creates a child cgroup named name (one path element, no '/')
 	// below the parent.
 	New(name string) (Cgroup, error)
