@@ -41,7 +41,24 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		cfg.TotalMemoryBytes = cmp.Or(cfg.TotalMemoryBytes, host.MemoryBytes)
 		cfg.TotalPids = cmp.Or(cfg.TotalPids, host.Pids)
 	}
-	cgs, err := sandbox.NewCgroups(fmt.Sprintf("%s/%d-%d", cfg.CgroupParent, os.Getpid(), time.Now().UnixNano()%1e6))
+	// A server killed with SIGKILL leaves its cgroups behind, in every
+	// hierarchy; the next one to start removes them. Failing to is no
+	// reason not to serve.
+	swept, err := sandbox.SweepCgroups(cfg.CgroupParent)
+	for _, s := range swept {
+		if s.Procs > 0 {
+			cfg.Logger.Warn("killed processes left in the cgroup of a dead server", "cgroup", s.Path, "procs", s.Procs)
+		}
+		cfg.Logger.Info("removed the cgroup of a dead server", "cgroup", s.Path)
+	}
+	if err != nil {
+		cfg.Logger.Warn("remove the cgroups of dead servers", "err", err)
+	}
+	name, err := sandbox.CgroupInstance()
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	cgs, err := sandbox.NewCgroups(cfg.CgroupParent + "/" + name)
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}

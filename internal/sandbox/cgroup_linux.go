@@ -1,16 +1,20 @@
 package sandbox
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -646,4 +650,187 @@ func procReadInt(name string) (int64, error) {
 		return 0, fmt.Errorf("read %s: want a positive integer, have %q", name, strings.TrimSpace(string(b)))
 	}
 	return n, nil
+}
+
+// cgroupInstances counts the names CgroupInstance gave.
+var cgroupInstances atomic.Int64
+
+// selfStart is this process's start time, read once.
+var selfStart = sync.OnceValues(func() (string, error) {
+	_, start, err := procStat("/proc", os.Getpid())
+	return start, err
+})
+
+// CgroupInstance returns a name for a new parent cgroup of this process:
+// "<pid>-<start>-<n>", where start is the process's start time (field 22
+// of /proc/<pid>/stat, in clock ticks since boot) and n counts the calls,
+// so that several executors in one process get different parents. Pid and
+// start time together name one process of this boot even once the pid is
+// reused, which is what lets SweepCgroups tell a dead server's cgroup from
+// a live one's.
+func CgroupInstance() (string, error) {
+	start, err := selfStart()
+	if err != nil {
+		return "", fmt.Errorf("name cgroup: %w", err)
+	}
+	return fmt.Sprintf("%d-%s-%d", os.Getpid(), start, cgroupInstances.Add(1)-1), nil
+}
+
+// SweepCgroups removes the cgroups that servers which are gone left under
+// base, a relative path such as "codeexec", in every hierarchy: after a
+// kill -9 or a crash nothing else ever removes them. A child of base is
+// swept if its name is that of CgroupInstance and no process with that pid
+// and start time runs (or it is a zombie), or if it is "<pid>-<n>", the
+// name of servers before CgroupInstance, and its pid is not running; any
+// other name is left alone, and so is everything of live servers. What is
+// left in a swept tree is killed first, then its cgroups are removed,
+// children before parents.
+//
+// It returns the trees it removed, and an error joining those of the trees
+// it could not remove (their processes would not die, say); the other trees
+// are still swept. Liveness is checked in this process's pid namespace, so
+// servers in different pid namespaces must not share base in one cgroup
+// hierarchy. Concurrent sweeps of the same base are safe.
+func SweepCgroups(base string) ([]SweptCgroup, error) {
+	l, err := detectCgroups(cgroupRoot)
+	if err != nil {
+		return nil, err
+	}
+	return sweepCgroups(l, base, "/proc")
+}
+
+// sweepCgroups is SweepCgroups with a given layout and proc file system.
+func sweepCgroups(l cgroupLayout, base, proc string) ([]SweptCgroup, error) {
+	if base == "" || filepath.IsAbs(base) || filepath.Clean(base) != base || base == "." || base == ".." || strings.HasPrefix(base, "../") {
+		return nil, fmt.Errorf("sweep cgroups under %q: not a clean relative path", base)
+	}
+	names := map[string]bool{}
+	for _, root := range l.roots() {
+		entries, err := os.ReadDir(filepath.Join(root, base))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sweep cgroups under %s: %w", base, err)
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				names[e.Name()] = true
+			}
+		}
+	}
+	var swept []SweptCgroup
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		if !cgroupOwnerGone(proc, name) {
+			continue
+		}
+		path := base + "/" + name
+		procs, err := removeCgroupTree(l, path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		swept = append(swept, SweptCgroup{Path: path, Procs: procs})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return swept, fmt.Errorf("sweep cgroups under %s: %w", base, err)
+	}
+	return swept, nil
+}
+
+// cgroupOwnerGone reports whether name, a child of the sweep's base, is the
+// parent cgroup of a server that is no longer running. Where it cannot tell
+// it says no.
+func cgroupOwnerGone(proc, name string) bool {
+	parts := strings.Split(name, "-")
+	if len(parts) != 2 && len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	pid, err := strconv.Atoi(parts[0])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	state, start, err := procStat(proc, pid)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return true
+	case err != nil:
+		return false
+	case state == 'Z' || state == 'X':
+		return true // exited; only its parent has not reaped it yet
+	case len(parts) == 3:
+		return start != parts[1] // the pid is another process's now
+	default:
+		return false // "<pid>-<n>" and the pid runs: maybe that server
+	}
+}
+
+// procStat reads the state (field 3) and start time (field 22) of pid from
+// proc's <pid>/stat (proc(5)). The command name, field 2, is in
+// parentheses and may itself hold spaces and parentheses, so the fields
+// are counted from the last ')'.
+func procStat(proc string, pid int) (state byte, start string, err error) {
+	name := filepath.Join(proc, strconv.Itoa(pid), "stat")
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, "", err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, "", fmt.Errorf("read %s: no ')'", name)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, "", fmt.Errorf("read %s: %d fields after the command name, want at least 20", name, len(f))
+	}
+	return f[0][0], f[19], nil
+}
+
+// removeCgroupTree kills every process in the cgroup path and its
+// descendants, in every hierarchy, and removes them deepest first. It
+// returns how many processes it found.
+func removeCgroupTree(l cgroupLayout, path string) (int, error) {
+	dirs := map[string]bool{}
+	for _, root := range l.roots() {
+		err := filepath.WalkDir(filepath.Join(root, path), func(p string, d fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed meanwhile, or not in this hierarchy
+			}
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				rel, err := filepath.Rel(root, p)
+				if err != nil {
+					return err
+				}
+				dirs[rel] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("remove cgroup %s: %w", path, err)
+		}
+	}
+	order := slices.Collect(maps.Keys(dirs))
+	slices.SortFunc(order, func(a, b string) int {
+		return cmp.Or(strings.Count(b, "/")-strings.Count(a, "/"), strings.Compare(a, b))
+	})
+	procs := 0
+	for _, dir := range order {
+		c := &cgroup{l: l, path: dir}
+		if pids, err := c.Procs(); err == nil {
+			procs += len(pids)
+		}
+		if err := c.Remove(); err != nil {
+			return procs, err
+		}
+	}
+	return procs, nil
 }

@@ -567,6 +567,254 @@ func TestHostCeilings(t *testing.T) {
 	}
 }
 
+// deadPid returns the pid of a process that has run and been reaped.
+func deadPid(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// zombie starts a process that exits at once and is not reaped until t
+// ends, and returns its pid and start time.
+func zombie(t *testing.T) (int, string) {
+	t.Helper()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		state, start, err := procStat("/proc", cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == 'Z' {
+			return cmd.Process.Pid, start
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still in state %c after 10s", cmd.Process.Pid, state)
+		}
+	}
+}
+
+// sweepTestNames are the children of a sweep's base in TestSweepCgroups
+// and TestSweepCgroupsV2Files: those of servers that are gone, which the
+// sweep must remove, and the others, which it must leave.
+func sweepTestNames(t *testing.T) (stale, kept []string) {
+	t.Helper()
+	dead := deadPid(t)
+	zpid, zstart := zombie(t)
+	self, err := CgroupInstance()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale = []string{
+		fmt.Sprintf("%d-12345-0", dead),      // the server is gone
+		fmt.Sprintf("%d-654321", dead),       // the same, named as before start times
+		fmt.Sprintf("%d-1-0", os.Getpid()),   // the pid is another process's now
+		fmt.Sprintf("%d-%s-3", zpid, zstart), // exited, not reaped
+	}
+	kept = []string{
+		self,                                   // this live server
+		fmt.Sprintf("%d-99", os.Getpid()),      // an old-style name whose pid runs
+		"not-a-server", "1-x-0", "-1-2", "123", // not names of servers
+	}
+	return stale, kept
+}
+
+// TestSweepCgroups builds, in the real hierarchies, the trees that servers
+// that are gone would leave, one of them still holding an orphaned
+// process, beside a live server's tree holding a process and directories
+// of other names; the sweep must kill the orphan and remove exactly the
+// stale trees, children first.
+func TestSweepCgroups(t *testing.T) {
+	cs := newTestCgroups(t)
+	stale, kept := sweepTestNames(t)
+	var orphan *exec.Cmd
+	for i, name := range stale {
+		sub, err := newCgroups(cs.l, cs.parent+"/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, child := range []string{"zygote", "c1"} {
+			c, err := sub.New(child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Remove(); sub.Close() }) // in case the sweep fails
+			if i == 0 && child == "c1" {
+				orphan = exec.Command("/bin/sh", "-c", "read x; exec sleep 30")
+				startInCgroup(t, c.(*cgroup), orphan)
+			}
+		}
+	}
+	var live *exec.Cmd
+	for i, name := range kept {
+		sub, err := newCgroups(cs.l, cs.parent+"/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := sub.New("c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := c.Remove(); err != nil {
+				t.Error(err)
+			}
+			if err := sub.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		if i == 0 {
+			live = exec.Command("/bin/sh", "-c", "read x; exec sleep 30")
+			startInCgroup(t, c.(*cgroup), live)
+		}
+	}
+
+	swept, err := sweepCgroups(cs.l, cs.parent, "/proc")
+	if err != nil {
+		t.Fatalf("sweepCgroups() = %v", err)
+	}
+	var want []SweptCgroup
+	for i, name := range stale {
+		w := SweptCgroup{Path: cs.parent + "/" + name}
+		if i == 0 {
+			w.Procs = 1 // the orphan
+		}
+		want = append(want, w)
+	}
+	less := func(a, b SweptCgroup) int { return strings.Compare(a.Path, b.Path) }
+	slices.SortFunc(want, less)
+	if diff := cmp.Diff(want, swept); diff != "" {
+		t.Errorf("sweepCgroups() swept (-want +got):\n%s", diff)
+	}
+	if err := orphan.Wait(); !cgroupTestKilled(err) {
+		t.Errorf("orphan in a stale cgroup: Wait() = %v, want killed by SIGKILL", err)
+	}
+	for _, root := range cs.l.roots() {
+		for _, name := range stale {
+			if _, err := os.Stat(filepath.Join(root, cs.parent, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after the sweep: stat %s: %v, want not exist", filepath.Join(root, cs.parent, name), err)
+			}
+		}
+		for _, name := range kept {
+			if _, err := os.Stat(filepath.Join(root, cs.parent, name, "c")); err != nil {
+				t.Errorf("after the sweep: %v, want the cgroup kept", err)
+			}
+		}
+	}
+	if err := live.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("live server's process after the sweep: %v, want it running", err)
+	}
+}
+
+// TestSweepCgroupsV2Files runs the sweep on a fake v2 hierarchy: on v2 one
+// directory tree serves every controller.
+func TestSweepCgroupsV2Files(t *testing.T) {
+	root := t.TempDir()
+	l := cgroupLayout{version: 2, memory: root, pids: root, cpu: root}
+	stale, kept := sweepTestNames(t)
+	for _, name := range stale {
+		for _, child := range []string{"zygote", "c1", "c2/deeper"} {
+			if err := os.MkdirAll(filepath.Join(root, "codeexec", name, child), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, name := range kept {
+		if err := os.MkdirAll(filepath.Join(root, "codeexec", name, "c"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not a directory: never a cgroup.
+	if err := os.WriteFile(filepath.Join(root, "codeexec", "cgroup.procs"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	swept, err := sweepCgroups(l, "codeexec", "/proc")
+	if err != nil {
+		t.Fatalf("sweepCgroups() = %v", err)
+	}
+	var got, want []string
+	for _, s := range swept {
+		got = append(got, s.Path)
+	}
+	for _, name := range stale {
+		want = append(want, "codeexec/"+name)
+	}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("sweepCgroups() swept (-want +got):\n%s", diff)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "codeexec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	wantLeft := append(slices.Clone(kept), "cgroup.procs")
+	slices.Sort(wantLeft)
+	if diff := cmp.Diff(wantLeft, left); diff != "" {
+		t.Errorf("left under codeexec after the sweep (-want +got):\n%s", diff)
+	}
+	if _, err := sweepCgroups(l, "missing", "/proc"); err != nil {
+		t.Errorf("sweepCgroups() of a missing base = %v, want nil", err)
+	}
+	for _, base := range []string{"", "/codeexec", "../x", "a/"} {
+		if _, err := sweepCgroups(l, base, "/proc"); err == nil {
+			t.Errorf("sweepCgroups(%q) = nil error, want one", base)
+		}
+	}
+}
+
+// TestProcStat reads the state and start time from proc(5) stat lines,
+// including command names that hold spaces and parentheses.
+func TestProcStat(t *testing.T) {
+	rest := " 0 1 1 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 %s 1000 100"
+	tests := []struct {
+		name, stat string
+		state      byte
+		start      string
+		wantErr    bool
+	}{
+		{"plain", "42 (codeexec) S" + fmt.Sprintf(rest, "777"), 'S', "777", false},
+		{"spaces and parens", "42 (a) b (c) Z" + fmt.Sprintf(rest, "12345"), 'Z', "12345", false},
+		{"truncated", "42 (codeexec) S 0 1", 0, "", true},
+		{"no command", "42 codeexec S", 0, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proc := t.TempDir()
+			if err := os.Mkdir(filepath.Join(proc, "42"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(proc, "42", "stat"), []byte(tt.stat+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			state, start, err := procStat(proc, 42)
+			if (err != nil) != tt.wantErr || state != tt.state || start != tt.start {
+				t.Errorf("procStat(%q) = %q, %q, %v; want %q, %q, error %v", tt.stat, state, start, err, tt.state, tt.start, tt.wantErr)
+			}
+		})
+	}
+	name, err := CgroupInstance()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _ := CgroupInstance()
+	if name == next || !strings.HasPrefix(name, strconv.Itoa(os.Getpid())+"-") {
+		t.Errorf("CgroupInstance() = %q, then %q; want distinct names starting with this pid", name, next)
+	}
+	if cgroupOwnerGone("/proc", name) {
+		t.Errorf("cgroupOwnerGone(%q) = true for this process, want false", name)
+	}
+}
+
 // TestCgroupCPULimit runs a busy loop limited to a tenth of a core and
 // waits for the kernel to report throttling in cpu.stat.
 func TestCgroupCPULimit(t *testing.T) {

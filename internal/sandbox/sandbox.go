@@ -69,3 +69,13 @@ type Cgroups interface {
 	// Close removes the parent cgroup; every child must already be removed.
 	Close() error
 }
+
+// SweptCgroup is a cgroup tree that SweepCgroups removed.
+type SweptCgroup struct {
+	// Path is the tree's root relative to each hierarchy's root, e.g.
+	// "codeexec/1234-5678-0".
+	Path string
+	// Procs is how many processes SweepCgroups found in the tree and
+	// killed. It should be 0: a sandbox dies with its server (Pdeathsig).
+	Procs int
+}
