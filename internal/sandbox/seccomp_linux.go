@@ -97,6 +97,20 @@ var seccompDenied = []string{
 	// File handles bypass path-based checks (the "shocker" container escape):
 	// open_by_handle_at(2), name_to_handle_at(2).
 	"open_by_handle_at", "name_to_handle_at",
+	// Kernel objects whose limits the sandbox would share with the host.
+	// The sandbox's outer user namespace is created by host root, so the
+	// kernel charges a sandbox uid's inotify instances and watches
+	// (inotify(7)), POSIX message queue bytes (mq_overview(7)) and queued
+	// signals (rt_sigqueueinfo(2)) to root's ucounts too, up to root's own
+	// limits (fs.inotify.max_user_instances, 128 by default;
+	// RLIMIT_MSGQUEUE; RLIMIT_SIGPENDING); AIO contexts (io_setup(2)) take
+	// from the global fs.aio-max-nr. A sandbox could use any of them up for
+	// the host. A Python program does not need them; kill(2) and tgkill(2)
+	// still queue signals, up to the child's low RLIMIT_SIGPENDING.
+	"inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
+	"io_setup", "io_destroy", "io_submit", "io_getevents", "io_pgetevents", "io_cancel",
+	"mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+	"rt_sigqueueinfo", "rt_tgsigqueueinfo",
 }
 
 // seccompArgRules decide a syscall by one argument. Every argument looked at
@@ -134,8 +148,9 @@ var seccompArgRules = []argRule{
 // unconditional part of Docker's default profile
 // (github.com/moby/profiles/seccomp, default_linux.go) that exists on
 // x86_64, plus arch_prctl(2), which Docker allows on amd64 too. Left out
-// compared with Docker: name_to_handle_at, mknod and mknodat (see above) and
-// the unimplemented epoll_ctl_old and epoll_wait_old. Where Docker allows
+// compared with Docker: name_to_handle_at, mknod and mknodat, inotify, AIO,
+// POSIX message queues, rt_sigqueueinfo and rt_tgsigqueueinfo (see above)
+// and the unimplemented epoll_ctl_old and epoll_wait_old. Where Docker allows
 // more elsewhere in its profile (ptrace and process_vm_* on Linux >= 4.8,
 // every socket family but AF_ALG and AF_VSOCK, every ioctl, modify_ldt on
 // amd64), this filter allows less, as described above. Like Docker, it
@@ -156,35 +171,30 @@ var seccompAllowed = []string{
 	"getegid", "geteuid", "getgid", "getgroups", "getitimer", "getpeername", "getpgid",
 	"getpgrp", "getpid", "getppid", "getpriority", "getrandom", "getresgid", "getresuid",
 	"getrlimit", "getrusage", "getsid", "getsockname", "getsockopt", "gettid",
-	"gettimeofday", "getuid", "getxattr", "getxattrat", "inotify_add_watch",
-	"inotify_init", "inotify_init1", "inotify_rm_watch", "io_cancel", "io_destroy",
-	"io_getevents", "io_pgetevents", "io_setup", "io_submit", "ioprio_get",
-	"ioprio_set", "kill", "landlock_add_rule", "landlock_create_ruleset",
-	"landlock_restrict_self", "lchown", "lgetxattr", "link", "linkat", "listen",
-	"listmount", "listxattr", "listxattrat", "llistxattr", "lremovexattr", "lseek",
-	"lsetxattr", "lstat", "madvise", "map_shadow_stack", "membarrier", "memfd_create",
-	"memfd_secret", "mincore", "mkdir", "mkdirat", "mlock", "mlock2", "mlockall", "mmap",
-	"mprotect", "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive",
-	"mq_timedsend", "mq_unlink", "mremap", "mseal", "msgctl", "msgget", "msgrcv",
-	"msgsnd", "msync", "munlock", "munlockall", "munmap", "nanosleep", "newfstatat",
-	"open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe",
-	"pipe2", "pkey_alloc", "pkey_free", "pkey_mprotect", "poll", "ppoll", "prctl",
-	"pread64", "preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6",
-	"pwrite64", "pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat",
-	"readv", "recvfrom", "recvmmsg", "recvmsg", "remap_file_pages", "removexattr",
-	"removexattrat", "rename", "renameat", "renameat2", "restart_syscall", "rmdir",
-	"rseq", "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo",
-	"rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "rt_tgsigqueueinfo",
-	"sched_get_priority_max", "sched_get_priority_min", "sched_getaffinity",
-	"sched_getattr", "sched_getparam", "sched_getscheduler", "sched_rr_get_interval",
-	"sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler",
-	"sched_yield", "seccomp", "select", "semctl", "semget", "semop", "semtimedop",
-	"sendfile", "sendmmsg", "sendmsg", "sendto", "set_robust_list", "set_thread_area",
-	"set_tid_address", "setfsgid", "setfsuid", "setgid", "setgroups", "setitimer",
-	"setpgid", "setpriority", "setregid", "setresgid", "setresuid", "setreuid",
-	"setrlimit", "setsid", "setsockopt", "setuid", "setxattr", "setxattrat", "shmat",
-	"shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4",
-	"splice", "stat", "statfs", "statmount", "statx", "symlink",
+	"gettimeofday", "getuid", "getxattr", "getxattrat", "ioprio_get", "ioprio_set", "kill",
+	"landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self", "lchown",
+	"lgetxattr", "link", "linkat", "listen", "listmount", "listxattr", "listxattrat",
+	"llistxattr", "lremovexattr", "lseek", "lsetxattr", "lstat", "madvise",
+	"map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore", "mkdir",
+	"mkdirat", "mlock", "mlock2", "mlockall", "mmap", "mprotect", "mremap", "mseal",
+	"msgctl", "msgget", "msgrcv", "msgsnd", "msync", "munlock", "munlockall", "munmap",
+	"nanosleep", "newfstatat", "open", "openat", "openat2", "pause", "pidfd_open",
+	"pidfd_send_signal", "pipe", "pipe2", "pkey_alloc", "pkey_free", "pkey_mprotect",
+	"poll", "ppoll", "prctl", "pread64", "preadv", "preadv2", "prlimit64",
+	"process_mrelease", "pselect6", "pwrite64", "pwritev", "pwritev2", "read", "readahead",
+	"readlink", "readlinkat", "readv", "recvfrom", "recvmmsg", "recvmsg",
+	"remap_file_pages", "removexattr", "removexattrat", "rename", "renameat", "renameat2",
+	"restart_syscall", "rmdir", "rseq", "rt_sigaction", "rt_sigpending", "rt_sigprocmask",
+	"rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "sched_get_priority_max",
+	"sched_get_priority_min", "sched_getaffinity", "sched_getattr", "sched_getparam",
+	"sched_getscheduler", "sched_rr_get_interval", "sched_setaffinity", "sched_setattr",
+	"sched_setparam", "sched_setscheduler", "sched_yield", "seccomp", "select", "semctl",
+	"semget", "semop", "semtimedop", "sendfile", "sendmmsg", "sendmsg", "sendto",
+	"set_robust_list", "set_thread_area", "set_tid_address", "setfsgid", "setfsuid",
+	"setgid", "setgroups", "setitimer", "setpgid", "setpriority", "setregid", "setresgid",
+	"setresuid", "setreuid", "setrlimit", "setsid", "setsockopt", "setuid", "setxattr",
+	"setxattrat", "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack",
+	"signalfd", "signalfd4", "splice", "stat", "statfs", "statmount", "statx", "symlink",
 	"symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo", "tee", "tgkill", "time",
 	"timer_create", "timer_delete", "timer_getoverrun", "timer_gettime", "timer_settime",
 	"timerfd_create", "timerfd_gettime", "timerfd_settime", "times", "tkill", "truncate",

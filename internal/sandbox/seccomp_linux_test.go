@@ -18,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/bpf"
@@ -63,6 +64,15 @@ var seccompAttacks = []struct {
 	{"userfaultfd", rawSyscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC), "EPERM"},
 	{"io_uring_setup", rawSyscall(unix.SYS_IO_URING_SETUP, 1, 0), "EPERM"},
 	{"keyctl", rawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, negative(unix.KEY_SPEC_SESSION_KEYRING), 0), "EPERM"},
+	// Limits shared with host root (see seccompDenied). Where the filter
+	// failed, each call succeeds, or fails with ENOENT for a queue that
+	// does not exist, and what it made dies with the victim.
+	{"inotify_init", ignoreFD(unix.InotifyInit), "EPERM"},
+	{"inotify_init1", ignoreFD(func() (int, error) { return unix.InotifyInit1(unix.IN_CLOEXEC) }), "EPERM"},
+	{"io_setup", ioSetup, "EPERM"},
+	{"mq_open", mqOpen, "EPERM"},
+	{"rt_sigqueueinfo", sigqueueSelf(false), "EPERM"},
+	{"rt_tgsigqueueinfo", sigqueueSelf(true), "EPERM"},
 	{"every denied syscall", denySweep, "ok"},
 	{"syscall on no list (sysfs)", rawSyscall(unix.SYS_SYSFS, 3), "EPERM"},
 	{"unassigned syscall number", rawSyscall(1000), "EPERM"},
@@ -134,7 +144,7 @@ func TestSeccompI386(t *testing.T) {
 // TestSeccompPython runs the Python libraries the sandbox serves under the
 // filter, installed by a victim that then execs python3.
 func TestSeccompPython(t *testing.T) {
-	requirePython(t, "numpy", "pandas", "matplotlib", "scipy", "sympy")
+	requirePython(t, "numpy", "pandas", "matplotlib", "scipy", "sympy", "requests")
 	got := runVictim(t, pythonVictim, "MPLCONFIGDIR="+t.TempDir())
 	if got != "ok" {
 		t.Errorf("python3 under the filter printed %q, want %q", got, "ok")
@@ -173,6 +183,10 @@ func TestSeccompProgramPython(t *testing.T) {
 		"ioctl(TIOCSTI)":         "EPERM",
 		"mknod(S_IFIFO)":         "ok",
 		"mknod(S_IFCHR)":         "EPERM",
+		"inotify_init1":          "EPERM",
+		"io_setup":               "EPERM",
+		"mq_open":                "EPERM",
+		"rt_sigqueueinfo":        "EPERM",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("python3 under its own filter (-want +got):\n%s", diff)
@@ -273,6 +287,12 @@ func TestSeccompFilterVM(t *testing.T) {
 		{"ioctl TCGETS", unix.AUDIT_ARCH_X86_64, 16, []uint64{0, 0x5401}, retAllow},
 		{"socket AF_INET6", unix.AUDIT_ARCH_X86_64, 41, []uint64{unix.AF_INET6}, retAllow},
 		{"socket AF_NETLINK", unix.AUDIT_ARCH_X86_64, 41, []uint64{unix.AF_NETLINK}, retEPERM},
+		{"inotify_init1", unix.AUDIT_ARCH_X86_64, 294, nil, retEPERM},
+		{"io_setup", unix.AUDIT_ARCH_X86_64, 206, nil, retEPERM},
+		{"mq_open", unix.AUDIT_ARCH_X86_64, 240, nil, retEPERM},
+		{"rt_sigqueueinfo", unix.AUDIT_ARCH_X86_64, 129, nil, retEPERM},
+		{"kill", unix.AUDIT_ARCH_X86_64, 62, nil, retAllow},
+		{"rt_sigtimedwait", unix.AUDIT_ARCH_X86_64, 128, nil, retAllow},
 		{"unassigned", unix.AUDIT_ARCH_X86_64, 1000, nil, retEPERM},
 	}
 	for _, tc := range tests {
@@ -349,7 +369,10 @@ func runVictim(t *testing.T, name string, env ...string) string {
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		if ws := exit.Sys().(syscall.WaitStatus); ws.Signaled() {
-			return unix.SignalName(ws.Signal())
+			if name := unix.SignalName(ws.Signal()); name != "" {
+				return name
+			}
+			return fmt.Sprintf("signal %d", ws.Signal()) // real-time signals have no name
 		}
 	}
 	if err != nil {
@@ -389,12 +412,12 @@ func requirePython(t *testing.T, modules ...string) {
 	}
 }
 
-const pythonVictim = "python3 with numpy, pandas, matplotlib, scipy, sympy"
+const pythonVictim = "python3 with numpy, pandas, matplotlib, scipy, sympy, requests"
 
 // pythonScript does a little real work with each library and with processes,
-// threads and sockets.
+// threads, sockets and signals.
 const pythonScript = `
-import io, multiprocessing, socket, subprocess, threading
+import http.server, io, multiprocessing, os, signal, socket, subprocess, threading
 import numpy as np
 import pandas as pd
 import matplotlib
@@ -402,6 +425,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import scipy.stats
 import sympy
+import requests
 
 a = np.arange(12.0).reshape(3, 4)
 assert (a @ a.T).trace() == 506.0
@@ -434,6 +458,26 @@ except PermissionError:
     pass
 else:
     raise AssertionError("AF_NETLINK socket allowed")
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+    def log_message(self, *args):
+        pass
+with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello) as srv:
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    assert requests.get("http://127.0.0.1:%d/" % srv.server_port, timeout=10).text == "hello"
+    srv.shutdown()
+# Signals still work: a handler, and a blocked real-time signal queued by
+# tgkill (to this thread: OpenBLAS's threads do not block it).
+got = []
+signal.signal(signal.SIGUSR1, lambda *a: got.append(1))
+signal.raise_signal(signal.SIGUSR1)
+assert got == [1]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+assert signal.sigtimedwait([signal.SIGRTMIN], 5).si_signo == signal.SIGRTMIN
 print("ok")
 `
 
@@ -442,7 +486,7 @@ print("ok")
 // prctl is variadic, so its argument types must be set or ctypes passes
 // the pointer as a 32-bit int.
 const ctypesScript = `
-import ctypes, errno, fcntl, json, os, shutil, socket, stat, sys, tempfile, termios
+import ctypes, errno, fcntl, json, os, shutil, socket, stat, struct, sys, tempfile, termios
 
 data = open(sys.argv[1], "rb").read()
 buf = ctypes.create_string_buffer(data, len(data))
@@ -484,6 +528,12 @@ with open(os.devnull, "rb") as null:
         "ioctl(TIOCSTI)": result(lambda: fcntl.ioctl(null, termios.TIOCSTI, b"x")),
         "mknod(S_IFIFO)": result(lambda: syscall(133, fifo, stat.S_IFIFO | 0o600, 0)),
         "mknod(S_IFCHR)": result(lambda: syscall(133, dev, stat.S_IFCHR | 0o600, os.makedev(1, 3))),
+        "inotify_init1": result(lambda: syscall(294, os.O_CLOEXEC)),
+        "io_setup": result(lambda: syscall(206, 1, ctypes.byref(ctypes.c_ulong(0)))),
+        # Without O_CREAT, of a queue that does not exist: ENOENT unfiltered.
+        "mq_open": result(lambda: syscall(240, b"codeexec-seccomp-test-absent", os.O_RDONLY, 0, None)),
+        # Signal 0 only checks: nothing is delivered unfiltered.
+        "rt_sigqueueinfo": result(lambda: syscall(129, os.getpid(), 0, ctypes.create_string_buffer(struct.pack("<iiiiI", 0, 0, -1, os.getpid(), os.getuid()), 128))),
     }))
 shutil.rmtree(tmp)
 `
@@ -586,6 +636,65 @@ func denySweep() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ignoreFD adapts a call that makes a file descriptor: it is left open
+// for the victim's exit to close.
+func ignoreFD(f func() (int, error)) func() error {
+	return func() error {
+		_, err := f()
+		return err
+	}
+}
+
+// ioSetup makes an AIO context of one event (io_setup(2)).
+func ioSetup() error {
+	var ctx uint64 // aio_context_t, which must be 0 on entry
+	_, _, errno := unix.Syscall(unix.SYS_IO_SETUP, 1, uintptr(unsafe.Pointer(&ctx)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// mqOpen opens a POSIX message queue that does not exist, without O_CREAT
+// so that nothing is made where the filter failed (mq_open(3): the raw
+// syscall takes the name without its leading slash).
+func mqOpen() error {
+	name, err := unix.BytePtrFromString("codeexec-seccomp-test-absent")
+	if err != nil {
+		return err
+	}
+	fd, _, errno := unix.Syscall6(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(name)), unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0, 0)
+	runtime.KeepAlive(name)
+	if errno != 0 {
+		return errno
+	}
+	return unix.Close(int(fd))
+}
+
+// sigqueueSelf queues signal 0 to the victim itself with rt_sigqueueinfo(2),
+// or to its thread with rt_tgsigqueueinfo: signal 0 only checks, so
+// nothing is delivered where the filter failed.
+func sigqueueSelf(thread bool) func() error {
+	return func() error {
+		// siginfo_t is 128 bytes: si_signo, si_errno, si_code, padding,
+		// then si_pid and si_uid for SI_QUEUE (-1).
+		var info [32]int32
+		info[2], info[4], info[5] = -1, int32(unix.Getpid()), int32(unix.Getuid())
+		var errno unix.Errno
+		if thread {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			_, _, errno = unix.Syscall6(unix.SYS_RT_TGSIGQUEUEINFO, uintptr(unix.Getpid()), uintptr(unix.Gettid()), 0, uintptr(unsafe.Pointer(&info)), 0, 0)
+		} else {
+			_, _, errno = unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, uintptr(unix.Getpid()), 0, uintptr(unsafe.Pointer(&info)))
+		}
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	}
 }
 
 func socket(domain uintptr, typ uintptr) func() error {
