@@ -89,6 +89,21 @@ print("SigQ", sigq())
 			code: `repeat("MQUEUE", 300, lambda i: call(L(240), b"codeexec-%d" % i, L(os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC), L(0o600), None))`,
 			want: []string{"MQUEUE 0 EPERM"},
 		},
+		{
+			// Locked memory (SHM_LOCK, mlock) is charged up to host root's
+			// RLIMIT_MEMLOCK too: one sandbox could take it from the others.
+			name: "locked memory",
+			code: `def shm_lock(i):
+    shmid, err = call(L(29), L(0), L(8 << 20), L(0o1000 | 0o600))  # shmget(IPC_PRIVATE, 8 MiB, IPC_CREAT)
+    if err:
+        return None, err
+    return call(L(31), L(shmid), L(11), None)  # shmctl(SHM_LOCK)
+repeat("SHM_LOCK", 4, shm_lock)
+buf = ctypes.create_string_buffer(1 << 20)
+repeat("MLOCK", 1, lambda i: call(L(149), L(ctypes.addressof(buf)), L(1 << 20)))
+`,
+			want: []string{"SHM_LOCK 0 EPERM", "MLOCK 0 EPERM"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

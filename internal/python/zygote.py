@@ -160,10 +160,12 @@ def child_main(sock, out_w, err_w, uid):
     # Queued signals (and POSIX timers, which reserve one each) and POSIX
     # message queue bytes are counted for our uid and for host root, who
     # made the user namespace, against root's own limits (getrlimit(2)):
-    # 64 queued signals per child, and no message queues.
+    # 64 queued signals per child, and no message queues. Locked memory
+    # (mlock, SHM_LOCK) is charged the same way, and no library the
+    # sandbox offers locks memory: none.
     for name, value in (("RLIMIT_NOFILE", CONFIG["max_open_files"]), ("RLIMIT_NPROC", CONFIG["max_procs"]),
                         ("RLIMIT_CORE", 0), ("RLIMIT_FSIZE", CONFIG["max_file_bytes"]),
-                        ("RLIMIT_SIGPENDING", 64), ("RLIMIT_MSGQUEUE", 0)):
+                        ("RLIMIT_SIGPENDING", 64), ("RLIMIT_MSGQUEUE", 0), ("RLIMIT_MEMLOCK", 0)):
         resource.setrlimit(getattr(resource, name), (value, value))
 
     # Once we are no longer root, /proc/self/pagemap is root's to open
