@@ -390,6 +390,9 @@ func TestAdversarial(t *testing.T) {
 	t.Run("file system limits", a.testFileLimits)
 	t.Run("links in work dir", a.testLinks)
 	t.Run("protocol", a.testProtocol)
+	t.Run("wall time", a.testWallTime)
+	t.Run("frames", a.testFrames)
+	t.Run("shared kernel limits", a.testSharedKernelLimits)
 	t.Run("single-use isolation", a.testIsolation)
 	t.Run("environment", a.testEnvironment)
 }
@@ -1165,8 +1168,8 @@ func (a *adversary) testOutput(t *testing.T) {
 						}
 					}
 				}
-				if size > int(maxDisplayBytes) {
-					t.Errorf("displays hold %d bytes, over the bound of %d", size, maxDisplayBytes)
+				if size > int(maxFrameBytes) {
+					t.Errorf("displays hold %d bytes, over the bound of %d", size, maxFrameBytes)
 				}
 			},
 		},

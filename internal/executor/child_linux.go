@@ -53,11 +53,23 @@ type child struct {
 	mark   atomic.Pointer[[]byte]
 	wg     sync.WaitGroup
 	killed atomic.Bool
+
+	// open is set while an execution may send frames, from before its
+	// code is sent until its done frame; budget is how many bytes of
+	// frames it may still send. See readFrames.
+	open   atomic.Bool
+	budget atomic.Int64
+	// fault is the protocol violation the child was killed for, if any.
+	fault atomic.Pointer[error]
 }
 
+// frame is what readFrames passes on: an event, a protocol violation
+// (after which nothing follows), or the size of a frame it skipped because
+// the execution's budget was spent.
 type frame struct {
-	ev  *python.Event
-	err error
+	ev   *python.Event
+	err  error
+	over int
 }
 
 func (c *child) markExited(code, sig int) {
@@ -71,9 +83,14 @@ func (c *child) markExited(code, sig int) {
 // handle, reader goroutines. The child is warm when it returns.
 func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	p.mu.Lock()
+	uid, ok := p.allocUID()
+	if !ok {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: every sandbox uid is in use", ErrCapacity)
+	}
 	p.nextID++
 	id := p.nextID
-	c := &child{p: p, id: id, uid: childUIDBase + id%(idRange-childUIDBase-1),
+	c := &child{p: p, id: id, uid: uid,
 		spawned: make(chan []int, 1), exited: make(chan struct{}), pidfd: -1}
 	p.live[id] = c
 	p.mu.Unlock()
@@ -137,9 +154,9 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 		return nil, fmt.Errorf("warm child: %w", err)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	ev, err := python.ReadEvent(c.r)
-	if err != nil || ev.Type != "warmed" {
-		return nil, fmt.Errorf("warm child: %v %v (%s; its stderr: %q)", ev, err, c.exitReport(), c.drainStderr())
+	ev, err := python.ReadSetup(c.r, "warmed")
+	if err != nil {
+		return nil, fmt.Errorf("warm child: %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
 	}
 	if probe && len(ev.Pages) > 0 && !p.prefaulted.Load() {
 		p.learnPrefault(ev.Pages)
@@ -153,9 +170,9 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 			return nil, fmt.Errorf("warm child: %w", err)
 		}
 		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if ev, err := python.ReadEvent(c.r); err != nil || ev.Type != "warmed_data" {
+		if _, err := python.ReadSetup(c.r, "warmed_data"); err != nil {
 			p.noDataWarmup.Store(true)
-			return nil, fmt.Errorf("warm up pandas in child (no longer asked of children): %v %v (%s; its stderr: %q)", ev, err, c.exitReport(), c.drainStderr())
+			return nil, fmt.Errorf("warm up pandas in child (no longer asked of children): %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
 		}
 		c.dataWarm = true
 	}
@@ -181,7 +198,7 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	c.ooms, _ = c.cg.OOMKills()
 	c.files = scanFiles(c.data)
 	c.frames = make(chan frame, 16)
-	c.outs = [2]chan []byte{make(chan []byte, 16), make(chan []byte, 16)}
+	c.outs = [2]chan []byte{make(chan []byte, 4), make(chan []byte, 4)}
 	empty := []byte{0}
 	c.mark.Store(&empty)
 	c.wg.Add(3)
@@ -250,9 +267,8 @@ func (c *child) readReady() error {
 	c.pid = int(cred.Pid)
 	c.conn.SetReadDeadline(time.Time{})
 	c.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buf[:n]), c.conn), 64<<10)
-	ev, err := python.ReadEvent(c.r)
-	if err != nil || ev.Type != "ready" {
-		return fmt.Errorf("child set-up: %v %v (its stderr: %q)", ev, err, c.drainStderr())
+	if _, err := python.ReadSetup(c.r, "ready"); err != nil {
+		return fmt.Errorf("child set-up: %w (its stderr: %q)", err, c.drainStderr())
 	}
 	return nil
 }
@@ -278,16 +294,55 @@ func (c *child) drainStderr() string {
 	return string(b[:n])
 }
 
+// readFrames passes the frames of the child's executions to run. It reads
+// a frame only while an execution is open (c.open) and only as many bytes
+// as the execution may still send (c.budget): a frame's cost is counted
+// from its header, before it is read, and a frame over the budget is
+// skipped unread (run then ends the execution with output_limit). A frame
+// outside an execution (user code in a session can send one from a thread
+// after its cell ended) is a protocol violation: the child is killed. So
+// what the server holds of a child's frames is bounded by the budget of
+// its open execution, never by what the child sends.
 func (c *child) readFrames() {
 	defer c.wg.Done()
 	defer close(c.frames)
+	fail := func(err error) {
+		if !c.killed.Load() {
+			c.fault.Store(&err)
+			c.kill()
+			c.frames <- frame{err: err}
+		}
+	}
 	for {
-		ev, err := python.ReadEvent(c.r)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.killed.Load() {
-				c.frames <- frame{err: err}
-			}
+		n, err := python.ReadHeader(c.r)
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 			return
+		case err != nil:
+			fail(err)
+			return
+		case !c.open.Load():
+			fail(fmt.Errorf("%w: a frame arrived outside an execution", python.ErrProtocol))
+			return
+		case c.budget.Add(-int64(n)) < 0:
+			if _, err := io.CopyN(io.Discard, c.r, int64(n)); err != nil {
+				fail(fmt.Errorf("%w: short frame: %v", python.ErrProtocol, err))
+				return
+			}
+			c.frames <- frame{over: n}
+			continue
+		}
+		data, err := python.ReadBody(c.r, n)
+		var ev *python.Event
+		if err == nil {
+			ev, err = python.DecodeEvent(data)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		if ev.Type == "done" {
+			c.open.Store(false) // before the next header: the cell is over
 		}
 		c.frames <- frame{ev: ev}
 	}
@@ -367,6 +422,15 @@ func (c *child) readPipe(f *os.File, out chan<- []byte) {
 	}
 }
 
+// endErr says why a session ends with its child's process: the protocol
+// violation it was killed for, or that the process ended.
+func (c *child) endErr() error {
+	if f := c.fault.Load(); f != nil {
+		return fmt.Errorf("%w: %w: its process was killed: %w", ErrSessionEnded, ErrProcessEnded, *f)
+	}
+	return fmt.Errorf("%w: %w", ErrSessionEnded, ErrProcessEnded)
+}
+
 func (c *child) alive() bool {
 	select {
 	case <-c.exited:
@@ -393,6 +457,7 @@ func (c *child) kill() {
 // destroy kills the child, waits for its goroutines and frees everything.
 // It is safe to call on a partly built child.
 func (c *child) destroy() {
+	keepUID := false
 	c.kill()
 	if c.conn != nil {
 		c.conn.Close()
@@ -432,6 +497,7 @@ func (c *child) destroy() {
 		}
 		if err := c.cg.Remove(); err != nil {
 			c.p.log.Error("remove child cgroup", "err", err, "sandbox_id", c.id)
+			keepUID = true // a process of it may live on
 		}
 	}
 	if c.data != nil {
@@ -443,6 +509,9 @@ func (c *child) destroy() {
 	}
 	c.p.mu.Lock()
 	delete(c.p.live, c.id)
+	if !keepUID {
+		delete(c.p.uids, c.uid)
+	}
 	c.p.mu.Unlock()
 }
 

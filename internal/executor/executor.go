@@ -161,11 +161,18 @@ func (e *InputError) Error() string { return e.Msg }
 var (
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("executor closed")
-	// ErrSessionEnded is returned by a session whose process is gone.
+	// ErrSessionEnded is returned by a session that has ended.
 	ErrSessionEnded = errors.New("session ended")
+	// ErrProcessEnded is wrapped in the ErrSessionEnded of a session
+	// whose process ended or was killed.
+	ErrProcessEnded = errors.New("the session's process ended")
 	// ErrUnavailable is returned when no sandbox can be had (the pool is
 	// broken); it is a service failure, not the user's.
 	ErrUnavailable = errors.New("no sandbox available")
+	// ErrCapacity is returned when the service runs as many sandboxes as
+	// it can hold: it refuses a new one rather than risk the ones it has.
+	// It is temporary; retrying later may succeed.
+	ErrCapacity = errors.New("the service is at its sandbox capacity")
 )
 
 // MaxCodeBytes is the default largest program accepted.

@@ -113,10 +113,12 @@ func (c *Config) setDefaults() {
 }
 
 // idRange is the number of ids mapped into the sandbox; children get uids
-// from childUIDBase up.
+// above childUIDBase up to maxChildUID (65534 and 65535 are left alone:
+// nobody, and the kernel's overflow id for unmapped ones).
 const (
 	idRange      = 65536
 	childUIDBase = 1000
+	maxChildUID  = idRange - 3
 )
 
 // pool is one zygote and its warm children.
@@ -148,6 +150,33 @@ type pool struct {
 	mu     sync.Mutex
 	nextID int
 	live   map[int]*child // children spawned and not yet reaped
+	// uids are the uids of live children (see allocUID); lastUID is the
+	// one given last.
+	uids    map[int]bool
+	lastUID int
+}
+
+// allocUID gives a uid no live child of the pool has, the next free one
+// after the last given, so a uid is reused as late as possible and never
+// while a process of its previous child may live (destroy frees it only
+// once the child's cgroup is empty and removed). It reports false when
+// every uid is taken. p.mu must be held.
+func (p *pool) allocUID() (int, bool) {
+	n := maxChildUID - childUIDBase
+	if len(p.uids) >= n {
+		return 0, false
+	}
+	uid := p.lastUID
+	for {
+		if uid++; uid > maxChildUID || uid <= childUIDBase {
+			uid = childUIDBase + 1
+		}
+		if !p.uids[uid] {
+			break
+		}
+	}
+	p.uids[uid], p.lastUID = true, uid
+	return uid, true
 }
 
 // startPool starts a zygote and fills the warm pool in the background. It
@@ -187,7 +216,7 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_
 		gen: gen, cfg: cfg, log: cfg.Logger, ctrl: fds[0], cgs: cgs,
 		warm: make(chan *child, cfg.PoolSize), data: make(chan *child, cfg.PoolSize),
 		slots: make(chan struct{}, cfg.PoolSize), dead: make(chan struct{}),
-		live: map[int]*child{},
+		live: map[int]*child{}, uids: map[int]bool{},
 	}
 	defer func() {
 		if err != nil {

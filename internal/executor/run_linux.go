@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -17,16 +16,35 @@ import (
 // before its process is killed.
 const interruptGrace = 2 * time.Second
 
-// maxDisplayBytes bounds the displays (display() calls and figures) one
-// execution may return, summed over their MIME bundles. Without it, code
-// calling display() in a loop grows the host's memory by hundreds of MiB a
-// second until the timeout; past it the execution ends with output_limit.
-const maxDisplayBytes = 64 << 20
+// Bounds of the waits inside an execution: none may take the run loop away
+// from its deadline and its context.
+const (
+	// syncWait is how long a display waits for the sync marks the runner
+	// writes to stdout and stderr before it (code that forges a display,
+	// or closes or replaces its streams, never writes them).
+	syncWait = time.Second
+	// drainWait is how long the end marks may take after the done frame.
+	drainWait = time.Second
+	// killWait is how long a killed child's pipes and socket may take to
+	// close: past it, run returns anyway (whatever holds them is dead).
+	killWait = 2 * time.Second
+)
+
+// maxFrameBytes bounds the frames (displays and the done frame) one
+// execution may send, counted from their headers before they are read.
+// Past it the execution ends with output_limit. With python.MaxFrame it
+// bounds what a sandbox can make the server hold: at most this much of
+// decoded displays, plus one frame being read and decoded.
+const maxFrameBytes = 16 << 20
 
 // run executes req on c with resolved limits l. In a session (keep) a
 // limit first interrupts the code and kills the process only if it does not
 // stop within interruptGrace; otherwise the child is killed at once. The
 // caller destroys a child that is not kept or whose process ended.
+//
+// Whatever the code writes, run returns by the deadline plus
+// interruptGrace (sessions) plus killWait, and within killWait (plus
+// interruptGrace in a session) of ctx ending.
 func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
 	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
@@ -64,25 +82,38 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 	nonce := newNonce()
 	mark := []byte("\x00" + nonce + "\x00")
 	c.mark.Store(&mark)
+	c.budget.Store(maxFrameBytes)
+	c.open.Store(true)
+	defer c.open.Store(false)
 	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Nonce: nonce, MaxFileBytes: l.FileBytes, Env: env}); err != nil {
 		return nil, fmt.Errorf("send code to sandbox: %w", err)
 	}
 	start := time.Now()
-	timer := time.NewTimer(l.Timeout)
-	defer timer.Stop()
-	var grace, drain <-chan time.Time
+	var (
+		deadline = time.NewTimer(l.Timeout)
+		// Set once the child is killed or the run must end soon; a nil
+		// channel never fires.
+		grace, drain, hard, synced <-chan time.Time
+	)
+	defer deadline.Stop()
 
 	var (
 		out       [2]strings.Builder
-		displayed int     // bytes of displays so far
 		ended     [2]bool // end mark or EOF seen
 		done      *python.Event
 		gone      bool   // the socket closed: the process is dead
-		displays  int    // display frames received
-		syncs     [2]int // sync marks received per stream
+		syncs     [2]int // sync marks seen per stream
+		pending   []python.Bundle
+		delivered int // displays passed on
 		stop      Status
 		stopValue string
 	)
+	kill := func() {
+		c.kill()
+		if hard == nil {
+			hard = time.After(killWait)
+		}
+	}
 	halt := func(s Status, value string) {
 		if stop != "" {
 			return
@@ -92,74 +123,85 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 			c.signal(unix.SIGINT)
 			grace = time.After(interruptGrace)
 		} else {
-			c.kill()
+			kill()
 		}
 	}
 	frames, outs := c.frames, c.outs
-	// held is stream i's channel, or nil while the stream is past the
-	// sync mark of a display that has not arrived yet: what the code
-	// printed after a display must not overtake it. (Once the socket has
-	// said done or closed, no display can come: nothing is held.)
+	// Displays arrive on the socket, output on the pipes. Output printed
+	// before a display is delivered before it: the runner writes a sync
+	// mark to each stream before it sends the display, and a display is
+	// passed on once every stream has reached its mark (or ended, or
+	// syncWait passed). A stream that is past the mark of a display not
+	// yet passed on is held, so output printed after a display cannot
+	// overtake it. None of it blocks: the loop always waits on the
+	// deadline, the context and the socket too.
+	reached := func(i int) bool { return syncs[i] > delivered || ended[i] }
 	held := func(i int) chan []byte {
-		if syncs[i] > displays && done == nil && !gone {
+		if syncs[i] > delivered && (len(pending) > 0 || (done == nil && !gone)) {
 			return nil
 		}
 		return outs[i]
 	}
-	for !(done != nil && ended[0] && ended[1]) && !(gone && ended[0] && ended[1]) {
+	deliver := func() {
+		for len(pending) > 0 && reached(0) && reached(1) {
+			b := pending[0]
+			pending, delivered, synced = pending[1:], delivered+1, nil
+			res.Displays = append(res.Displays, b)
+			if req.OnEvent != nil {
+				req.OnEvent(Event{Kind: "display", Bundle: b})
+			}
+		}
+		if len(pending) > 0 && synced == nil {
+			synced = time.After(syncWait)
+		}
+	}
+	for !((done != nil || gone) && ended[0] && ended[1] && len(pending) == 0) {
 		select {
 		case f, ok := <-frames:
 			switch {
 			case !ok:
 				gone, frames = true, nil
-				c.kill() // whatever is left of its namespace
+				kill() // whatever is left of its namespace
 			case f.err != nil:
 				halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
-				c.kill()
+				kill()
+			case f.over > 0:
+				halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxFrameBytes>>20))
 			case f.ev.Type == "display":
-				// Deliver first what the code printed before this
-				// display: up to its sync mark on each stream.
-				displays++
-				for i := range outs {
-					for syncs[i] < displays && outs[i] != nil && !ended[i] {
-						select {
-						case chunk, ok := <-outs[i]:
-							c.output(res, req, i, chunk, ok, &out[i], &ended[i], &outs[i], l, halt, &syncs[i])
-						case <-time.After(time.Second):
-							syncs[i] = displays // the code broke its stream
-						}
-					}
-				}
-				if displayed += bundleSize(f.ev.Bundle); displayed > maxDisplayBytes {
-					halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxDisplayBytes>>20))
-					continue // dropped, like output past its limit
-				}
-				res.Displays = append(res.Displays, f.ev.Bundle)
-				if req.OnEvent != nil {
-					req.OnEvent(Event{Kind: "display", Bundle: f.ev.Bundle})
-				}
+				pending = append(pending, f.ev.Bundle)
 			case f.ev.Type == "done":
 				done = f.ev
 				// The end marks follow at once unless the code broke
 				// its own stdout or stderr (closed or replaced fd 1).
-				drain = time.After(time.Second)
+				drain = time.After(drainWait)
 			}
 		case chunk, ok := <-held(0):
 			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt, &syncs[0])
 		case chunk, ok := <-held(1):
 			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt, &syncs[1])
-		case <-timer.C:
+		case <-synced:
+			// The code broke its streams: count the marks as reached.
+			synced = nil
+			for i := range syncs {
+				syncs[i] = max(syncs[i], delivered+1)
+			}
+		case <-deadline.C:
 			halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
 		case <-drain:
 			ended = [2]bool{true, true}
 		case <-grace:
 			grace = nil
 			res.SessionEnded = true
-			c.kill()
+			kill()
+		case <-hard:
+			// Killed killWait ago and still not closed: end regardless.
+			gone, ended, frames = true, [2]bool{true, true}, nil
+			res.SessionEnded = keep
 		case <-ctx.Done():
 			halt(StatusKilled, "cancelled: "+context.Cause(ctx).Error())
 			ctx = context.Background()
 		}
+		deliver()
 	}
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	res.Stdout, res.Stderr = out[0].String(), out[1].String()
@@ -222,22 +264,6 @@ func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, 
 	if req.OnEvent != nil && len(chunk) > 0 {
 		req.OnEvent(Event{Kind: kind, Text: chunk})
 	}
-}
-
-// bundleSize is about the size of b on the wire: the lengths of its MIME
-// types and of its text (or base64) values, other JSON values encoded.
-func bundleSize(b python.Bundle) int {
-	n := 0
-	for k, v := range b {
-		n += len(k)
-		if s, ok := v.(string); ok {
-			n += len(s)
-		} else {
-			data, _ := json.Marshal(v)
-			n += len(data)
-		}
-	}
-	return n
 }
 
 // death explains an exit without a result, from what the zygote saw.

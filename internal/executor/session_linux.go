@@ -48,16 +48,37 @@ func (e *Executor) NewSession(ctx context.Context, idle time.Duration) (*Session
 		return nil, ErrClosed
 	}
 	e.sessions[s] = struct{}{}
+	e.wg.Add(1)
 	e.mu.Unlock()
 	if idle > 0 {
 		s.timer = time.AfterFunc(idle, func() { s.end(ErrSessionEnded) })
 	}
+	// A process that ends between executions (killed for a frame sent
+	// outside one, say) ends the session at once, not at its next use.
+	go func() {
+		defer e.wg.Done()
+		select {
+		case <-c.exited:
+			s.end(c.endErr())
+		case <-s.done:
+		}
+	}()
 	return s, nil
 }
 
 // Done is closed when the session has ended (Close, idle timeout, or its
 // process died).
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err says why the session ended, nil while it lives. It wraps
+// ErrSessionEnded, and also ErrProcessEnded when the session's process
+// ended by itself or was killed (python.ErrProtocol too when it was killed
+// for breaking the protocol).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
 
 // Execute runs req in the session. It returns ErrSessionEnded once the
 // session is over.
@@ -69,14 +90,14 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 	select {
 	case <-s.turn:
 	case <-s.done:
-		return nil, ErrSessionEnded
+		return nil, s.Err()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	defer func() { s.turn <- struct{}{} }()
 	select {
 	case <-s.done:
-		return nil, ErrSessionEnded
+		return nil, s.Err()
 	default:
 	}
 	if s.timer != nil {
@@ -96,7 +117,7 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 		if res != nil {
 			res.SessionEnded = true
 		}
-		s.end(ErrSessionEnded)
+		s.end(s.c.endErr())
 	case s.timer != nil:
 		s.timer.Reset(s.idle)
 	}

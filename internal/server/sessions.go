@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"codeexec/internal/executor"
+	"codeexec/internal/python"
 	"codeexec/internal/store"
 )
 
@@ -121,7 +122,14 @@ func (s *Server) reap(ls *liveSession, end time.Time) {
 	defer life.Stop()
 	select {
 	case <-ls.sess.Done():
-		s.endSession(ls, "idle_timeout")
+		reason := "idle_timeout"
+		switch err := ls.sess.Err(); {
+		case errors.Is(err, python.ErrProtocol):
+			reason = "protocol_violation"
+		case errors.Is(err, executor.ErrProcessEnded):
+			reason = "killed"
+		}
+		s.endSession(ls, reason)
 	case <-life.C:
 		s.endSession(ls, "max_lifetime")
 	case <-ls.stop:
