@@ -79,9 +79,16 @@ func (c *child) markExited(code, sig int) {
 	})
 }
 
+// childOOMScoreAdj makes a sandbox the OOM killer's first choice, before
+// the server or anything else on the host.
+const childOOMScoreAdj = "500"
+
 // spawn asks the zygote for a child and prepares it: cgroup, pidfd, file
 // handle, reader goroutines. The child is warm when it returns.
 func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
+	if err := p.checkCapacity(); err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	uid, ok := p.allocUID()
 	if !ok {
@@ -129,6 +136,11 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	}
 	if c.pidfd, err = unix.PidfdOpen(c.pid, 0); err != nil {
 		return nil, fmt.Errorf("pidfd_open %d: %w", c.pid, err)
+	}
+	// It inherited the zygote's -1000 (see startPool). It waits for our
+	// "warm", so the pid is still it.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", c.pid), []byte(childOOMScoreAdj), 0); err != nil {
+		return nil, fmt.Errorf("set oom_score_adj of child %d: %w", c.pid, err)
 	}
 	if c.cg, err = p.cgs.New(p.cgroupName("c", id)); err != nil {
 		return nil, err

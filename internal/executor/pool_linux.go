@@ -146,6 +146,8 @@ type pool struct {
 	prefaulted atomic.Bool
 	// noDataWarmup is set if a child failed runner.warm_data.
 	noDataWarmup atomic.Bool
+	// full is set while the pool refuses to spawn (see checkCapacity).
+	full atomic.Bool
 
 	mu     sync.Mutex
 	nextID int
@@ -253,6 +255,16 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_
 	}()
 	if err := p.zcg.Add(p.cmd.Process.Pid); err != nil {
 		return nil, err
+	}
+	// Should the sandboxes together reach their ceiling, the OOM killer
+	// must pick a sandbox, never the zygote that all of them hang on.
+	// Each child is set to childOOMScoreAdj as soon as it exists (see
+	// spawn); written by us with CAP_SYS_RESOURCE, that is also the
+	// lowest value the child may set itself (proc(5), oom_score_adj).
+	// Lowering a score needs CAP_SYS_RESOURCE, which some hosts withhold
+	// even from root: then the children's high score alone steers it.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.cmd.Process.Pid), []byte("-1000"), 0); err != nil {
+		p.log.Warn("cannot protect the zygote from the OOM killer (no CAP_SYS_RESOURCE?); sandboxes are still its first choice", "err", err)
 	}
 	// Wait for {"op":"ready"}: the zygote has imported everything.
 	ready := make(chan error, 1)
@@ -433,6 +445,37 @@ func (p *pool) cgroupName(kind string, id int) string {
 	return name
 }
 
+// zygoteHeadroom is what the zygote's cgroup must have free before a
+// spawn. Each live child leaves about 2.2 MiB charged there (page tables,
+// and the pages it wrote before it joined its own cgroup; measured with
+// 200 sessions), and the zygote is the only process of that cgroup: if it
+// filled, the OOM killer would kill the zygote, and with it every sandbox.
+// With the default 4 GiB the pool refuses new children at about 1,700 live
+// ones instead.
+func zygoteHeadroom(limit int64) int64 { return max(32<<20, limit/16) }
+
+// checkCapacity refuses a new child, with ErrCapacity, when the zygote's
+// cgroup is near its limit or all sandboxes together are within one
+// sandbox's default memory of theirs: the service refuses new sandboxes
+// before the kernel would have to kill any. A usage that cannot be read
+// does not refuse (the limits still hold in the kernel).
+func (p *pool) checkCapacity() error {
+	full := false
+	if used, err := p.zcg.MemoryUsage(); err == nil && used > p.cfg.ZygoteMemoryBytes-zygoteHeadroom(p.cfg.ZygoteMemoryBytes) {
+		full = true
+	}
+	if total := p.cfg.TotalMemoryBytes; total > 0 {
+		if used, err := p.cgs.MemoryUsage(); err == nil && used > total-p.cfg.Defaults.MemoryBytes {
+			full = true
+		}
+	}
+	p.full.Store(full)
+	if full {
+		return ErrCapacity
+	}
+	return nil
+}
+
 // refillers is how many children may be spawning at once.
 func refillers(poolSize int) int {
 	return max(1, min(poolSize, runtime.NumCPU()+1, 4))
@@ -456,6 +499,14 @@ func (p *pool) refill(ctx context.Context) {
 			<-p.slots
 			if ctx.Err() != nil {
 				return // the pool is closing: the zygote's death is expected
+			}
+			if errors.Is(err, ErrCapacity) {
+				// Not a failure: wait for sandboxes to end.
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
 			}
 			select {
 			case <-p.dead:
@@ -484,20 +535,32 @@ func (p *pool) refill(ctx context.Context) {
 
 // get takes a warm child, one that has warmed up pandas if there is one,
 // waiting for one while ctx allows.
+//
+// With no child waiting and the pool at its capacity, it returns
+// ErrCapacity at once rather than wait for sandboxes to end.
 func (p *pool) get(ctx context.Context) (*child, error) {
 	for {
 		var c *child
 		select {
 		case c = <-p.data:
 		default:
+			if p.full.Load() && p.available() == 0 {
+				return nil, ErrCapacity
+			}
+			recheck := time.NewTimer(100 * time.Millisecond)
 			select {
 			case c = <-p.data:
 			case c = <-p.warm:
+			case <-recheck.C:
+				continue
 			case <-p.dead:
+				recheck.Stop()
 				return nil, ErrUnavailable
 			case <-ctx.Done():
+				recheck.Stop()
 				return nil, ctx.Err()
 			}
+			recheck.Stop()
 		}
 		<-p.slots // its place in the pool is free: a refiller spawns the next
 		if c.alive() {

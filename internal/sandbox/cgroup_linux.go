@@ -233,6 +233,11 @@ func (cs *cgroups) SetLimits(l Limits) error {
 	return (&cgroup{l: cs.l, path: cs.parent}).SetLimits(l)
 }
 
+// MemoryUsage reads the parent's memory usage, as Cgroup.MemoryUsage.
+func (cs *cgroups) MemoryUsage() (int64, error) {
+	return (&cgroup{l: cs.l, path: cs.parent}).MemoryUsage()
+}
+
 // New creates the cgroup parent/name in every hierarchy. An existing cgroup
 // of that name is reused.
 func (cs *cgroups) New(name string) (Cgroup, error) {
@@ -390,6 +395,19 @@ func (c *cgroup) Add(pid int) error {
 		}
 	}
 	return nil
+}
+
+// MemoryUsage reads memory.usage_in_bytes (v1) or memory.current (v2).
+func (c *cgroup) MemoryUsage() (int64, error) {
+	name := "memory.usage_in_bytes"
+	if c.l.version == 2 {
+		name = "memory.current"
+	}
+	n, err := cgroupReadInt(c.file(c.l.memory, name))
+	if err != nil {
+		return 0, fmt.Errorf("read memory usage of cgroup %s: %w", c.path, err)
+	}
+	return n, nil
 }
 
 // OOMKills reads the oom_kill count of memory.oom_control (v1) or

@@ -284,6 +284,30 @@ func TestCgroupMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestCgroupMemoryUsage checks that MemoryUsage sees memory a process of
+// the cgroup touches.
+func TestCgroupMemoryUsage(t *testing.T) {
+	c := newTestCgroup(t, newTestCgroups(t), "c")
+	before, err := c.MemoryUsage()
+	if err != nil || before != 0 {
+		t.Fatalf("MemoryUsage() of an empty cgroup = %d, %v; want 0, nil", before, err)
+	}
+	// It waits for the line startInCgroup writes once it is in c.
+	cmd := exec.Command("/usr/bin/python3", "-c", "import sys\nsys.stdin.readline()\nb = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('ok', flush=True)\nsys.stdin.readline()")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startInCgroup(t, c, cmd)
+	if _, err := io.ReadFull(out, make([]byte, 3)); err != nil {
+		t.Fatalf("read from the process: %v", err)
+	}
+	got, err := c.MemoryUsage()
+	if err != nil || got < 64<<20 {
+		t.Errorf("MemoryUsage() with 64 MiB touched = %d, %v; want at least %d", got, err, 64<<20)
+	}
+}
+
 // TestCgroupPidsLimit runs a loop that tries to fork 64 sleeps in a cgroup
 // allowing 8 tasks, and checks that no more than 8 ever got in. The shell
 // is pid 1 of its own pid namespace, like a sandboxed child, so that the
@@ -1074,6 +1098,10 @@ func TestCgroupV2Files(t *testing.T) {
 	write("codeexec/pool/full/memory.events", "low 0\nhigh 0\nmax 7\noom 3\noom_kill 2\noom_group_kill 0\n")
 	if n, err := c.OOMKills(); err != nil || n != 2 {
 		t.Errorf("OOMKills() = %d, %v; want 2", n, err)
+	}
+	write("codeexec/pool/full/memory.current", "12345\n")
+	if n, err := c.MemoryUsage(); err != nil || n != 12345 {
+		t.Errorf("MemoryUsage() = %d, %v; want 12345", n, err)
 	}
 	write("codeexec/pool/full/cgroup.procs", "")
 	if err := c.Kill(); err != nil {

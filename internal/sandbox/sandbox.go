@@ -41,6 +41,10 @@ type Cgroup interface {
 	// Add moves the process with host pid pid (all of its threads) into the
 	// cgroup.
 	Add(pid int) error
+	// MemoryUsage reports the memory charged to the cgroup now, its
+	// descendants included (v1 memory.usage_in_bytes, v2 memory.current):
+	// resident and kernel memory and page cache.
+	MemoryUsage() (int64, error)
 	// OOMKills reports how many processes of the cgroup the kernel's OOM
 	// killer has killed since the cgroup was created.
 	OOMKills() (int, error)
@@ -63,6 +67,9 @@ type Cgroups interface {
 	// children together, whatever their own limits (see HostCeilings for
 	// defaults). A zero field removes that ceiling.
 	SetLimits(l Limits) error
+	// MemoryUsage reports the memory charged to the parent cgroup, all its
+	// children included.
+	MemoryUsage() (int64, error)
 	// New creates a child cgroup named name (one path element, no '/')
 	// below the parent.
 	New(name string) (Cgroup, error)

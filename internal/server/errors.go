@@ -45,7 +45,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
-	if e.Status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+	if (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, e.Status, map[string]any{"error": e})
@@ -131,4 +131,11 @@ func kindName(k string) string {
 		return "a boolean"
 	}
 	return "a " + k
+}
+
+// atCapacity answers a request that needs a new sandbox while the service
+// runs as many as it can hold (executor.ErrCapacity).
+func atCapacity() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "capacity",
+		Message: "the service runs as many sandboxes as it can hold; retry later, or end a session first"}
 }

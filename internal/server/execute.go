@@ -240,6 +240,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Reque
 		if errors.Is(err, executor.ErrSessionEnded) {
 			return s.streamErr(sse, sessionExpired())
 		}
+		if errors.Is(err, executor.ErrCapacity) {
+			s.metrics.rejected.WithLabelValues("capacity").Inc()
+			return s.streamErr(sse, atCapacity())
+		}
 		if errors.Is(err, executor.ErrUnavailable) || errors.Is(err, executor.ErrClosed) {
 			return s.streamErr(sse, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "unavailable",
 				Message: "no sandbox is available; the service is starting, stopping or broken"})

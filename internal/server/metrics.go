@@ -42,7 +42,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "codeexec_limit_hits_total", Help: "Executions stopped by a limit, by kind.",
 		}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "codeexec_rejected_total", Help: "Requests refused with 429, by reason.",
+			Name: "codeexec_rejected_total", Help: "Requests refused (429, or 503 at capacity), by reason.",
 		}, []string{"reason"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "codeexec_live_sessions", Help: "Sessions with a live process.",

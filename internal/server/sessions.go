@@ -91,6 +91,10 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 		if isGone(r.Context(), err) {
 			return nil
 		}
+		if errors.Is(err, executor.ErrCapacity) {
+			s.metrics.rejected.WithLabelValues("capacity").Inc()
+			return atCapacity()
+		}
 		return s.internal(r, "create session", err)
 	}
 	now := time.Now()
