@@ -1390,7 +1390,7 @@ print("planted")
 		for _, p := range []string{"hostlink", "link", "fifo", "sock", "hostdir/new.txt", "hostdir/newdir/new.txt",
 			"dirlink/tmp/new.txt", "rootlink/tmp/new.txt", "sub/etc/new.txt", "up/new.txt"} {
 			done := make(chan error, 1)
-			go func() { done <- s.WriteFile(p, []byte("PWNED")) }()
+			go func() { done <- s.WriteFile(context.Background(), p, []byte("PWNED")) }()
 			select {
 			case err := <-done:
 				if err == nil {

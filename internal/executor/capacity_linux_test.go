@@ -113,3 +113,51 @@ for v in ("-1000", "0"):
 		t.Errorf("child's oom_score_adj: stdout %q (%v), want %q", res.Stdout, res.Error, want)
 	}
 }
+
+// TestInputFilesChargedToSandbox: files placed into a sandbox are charged
+// to the sandbox's cgroup (the child writes them), not to the server, and
+// files that cannot fit its memory limit are refused before any is sent.
+func TestInputFilesChargedToSandbox(t *testing.T) {
+	e := newTestExecutor(t, Config{PoolSize: 1, HostUID: 1_730_000_000})
+	s, err := e.NewSession(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before, err := s.c.cg.MemoryUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 96 << 20
+	if err := s.WriteFile(context.Background(), "big/input.bin", make([]byte, size)); err != nil {
+		t.Fatalf("WriteFile: %v", err)
+	}
+	after, err := s.c.cg.MemoryUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < size {
+		t.Errorf("the sandbox's cgroup grew by %d bytes after a %d-byte file was placed, want at least that", after-before, size)
+	}
+	res, err := s.Execute(context.Background(), Request{Code: `import os; print(os.path.getsize("/mnt/data/big/input.bin"), os.stat("/mnt/data/big/input.bin").st_uid == os.getuid())`,
+		Files: []InputFile{{Path: "small.txt", Data: []byte("hi")}}})
+	if err != nil || res.Stdout != fmt.Sprintf("%d True\n", size) {
+		t.Fatalf("Execute: %v, %+v", err, res)
+	}
+	// Over the memory limit: refused before anything is sent.
+	_, err = e.Execute(context.Background(), Request{Code: "print(1)", Limits: Limits{MemoryBytes: 64 << 20},
+		Files: []InputFile{{Path: "huge.bin", Data: make([]byte, 64<<20)}}})
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Msg, "memory limit") {
+		t.Errorf("Execute with files over the memory limit: %v, want an *InputError about the memory limit", err)
+	}
+	// A session asked for a memory limit below what it holds refuses the
+	// request and carries on.
+	_, err = s.Execute(context.Background(), Request{Code: "print(1)", Limits: Limits{MemoryBytes: 64 << 20}})
+	if !errors.As(err, &ie) || ie.Param != "memory_limit_mb" {
+		t.Errorf("Execute in a session holding 96 MiB with a 64 MiB limit: %v, want an *InputError on memory_limit_mb", err)
+	}
+	if res, err := s.Execute(context.Background(), Request{Code: "print(open('small.txt').read())"}); err != nil || res.Stdout != "hi\n" {
+		t.Errorf("the session after a refused file: %v, %+v", err, res)
+	}
+}

@@ -353,8 +353,8 @@ func (c *child) readFrames() {
 			fail(err)
 			return
 		}
-		if ev.Type == "done" {
-			c.open.Store(false) // before the next header: the cell is over
+		if ev.Type == "done" || ev.Type == "put" {
+			c.open.Store(false) // before the next header: the exchange is over
 		}
 		c.frames <- frame{ev: ev}
 	}

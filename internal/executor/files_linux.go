@@ -8,11 +8,13 @@ import (
 	"mime"
 	"os"
 	"path"
-	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"codeexec/internal/python"
 )
 
 // Files inside a sandbox are reached through an O_PATH handle on its
@@ -43,55 +45,85 @@ func openBeneath(dir *os.File, p string, flags int, mode uint32) (*os.File, erro
 	return os.NewFile(uintptr(fd), p), nil
 }
 
-// writeFile creates p (and its directories) below dir as host uid uid,
-// the child's own uid: the child's tmpfs belongs to the sandbox's user
-// namespace, where the host's root has no id, so the kernel refuses to
-// create files as root there (EOVERFLOW).
-func writeFile(dir *os.File, p string, data []byte, uid int) error {
-	if err := CheckPath(p); err != nil {
-		return err
+// placeWait bounds how long a child may take to take in its input files
+// (it reads them from its socket as fast as it can write them to tmpfs).
+const placeWait = time.Minute
+
+// place writes files into the child's /mnt/data through the child itself,
+// so that their pages are charged to the child's cgroup, not the server's:
+// a Put frame, then each file's bytes on the socket. The child creates
+// each file without following any symlink it or earlier code planted. A
+// file that cannot be placed is an *InputError; the child stays usable.
+// The child must be idle (between executions).
+func (c *child) place(ctx context.Context, files []InputFile, l Limits) error {
+	if len(files) == 0 {
+		return nil
 	}
-	return asUser(uid, func() error { return writeFileAs(dir, p, data) })
+	put := python.Put{Op: "put"}
+	var total int64
+	for _, f := range files {
+		if err := CheckPath(f.Path); err != nil {
+			return err
+		}
+		put.Files = append(put.Files, python.PutFile{Path: f.Path, Bytes: int64(len(f.Data))})
+		total += int64(len(f.Data))
+	}
+	// tmpfs pages count against the memory limit: more would only get
+	// the sandbox OOM-killed while it writes them.
+	if room := l.MemoryBytes - placeReserve; total > room {
+		return &InputError{"files", fmt.Sprintf("input files of %d MiB do not fit the sandbox's memory limit of %d MiB", total>>20, l.MemoryBytes>>20)}
+	}
+	c.budget.Store(64 << 10)
+	c.open.Store(true)
+	defer c.open.Store(false)
+	c.conn.SetWriteDeadline(time.Now().Add(placeWait))
+	defer c.conn.SetWriteDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Now()) })
+	defer stop()
+	err := python.WriteFrame(c.conn, put)
+	for _, f := range files {
+		if err != nil {
+			break
+		}
+		_, err = c.conn.Write(f.Data)
+	}
+	if err != nil {
+		c.kill() // the stream is out of step: the child is of no further use
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("send input files to sandbox: %w", err)
+	}
+	var fr frame
+	select {
+	case fr = <-c.frames:
+	case <-ctx.Done():
+		c.kill()
+		return ctx.Err()
+	case <-time.After(placeWait):
+		c.kill()
+		return errors.New("the sandbox did not take its input files in time")
+	}
+	switch {
+	case fr.ev != nil && fr.ev.Type == "put" && fr.ev.Error == nil:
+		return nil
+	case fr.ev != nil && fr.ev.Type == "put":
+		msg := fr.ev.Error.Value
+		if strings.Contains(msg, "No space left") || strings.Contains(msg, "File too large") {
+			msg = "input files exceed the size of the work directory (" + msg + ")"
+		}
+		return &InputError{"files", "cannot place input file " + msg}
+	case fr.err == nil && fr.ev == nil && fr.over == 0:
+		return &InputError{"files", fmt.Sprintf("the sandbox ended while it took its input files (its memory limit is %d MiB)", l.MemoryBytes>>20)}
+	default:
+		c.kill()
+		return &InputError{"files", "the sandbox broke the protocol while it took its input files"}
+	}
 }
 
-func writeFileAs(dir *os.File, p string, data []byte) error {
-	parts := strings.Split(p, "/")
-	for i := 1; i < len(parts); i++ {
-		// mkdirat(2) follows symlinks in every element but the last, so
-		// mkdirat(dir, "a/b") with a symlink a -> /tmp planted by the code
-		// would create /tmp/b on the host. Create each directory by its
-		// single name in its parent, opened with the RESOLVE_* flags.
-		d := strings.Join(parts[:i], "/")
-		parent := "."
-		if i > 1 {
-			parent = strings.Join(parts[:i-1], "/")
-		}
-		pd, err := openBeneath(dir, parent, unix.O_PATH|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return &InputError{"files", fmt.Sprintf("cannot create directory %q for an input file: %v", d, errors.Unwrap(err))}
-		}
-		err = unix.Mkdirat(int(pd.Fd()), parts[i-1], 0o755)
-		pd.Close()
-		if err != nil && err != unix.EEXIST {
-			return &InputError{"files", fmt.Sprintf("cannot create directory %q for an input file: %v", d, err)}
-		}
-	}
-	f, err := openBeneath(dir, p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK, 0o644)
-	if err != nil {
-		return &InputError{"files", fmt.Sprintf("cannot place input file %q: %v", p, errors.Unwrap(err))}
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return &InputError{"files", fmt.Sprintf("cannot place input file %q: not a regular file", p)}
-	}
-	if _, err := f.Write(data); err != nil {
-		if errors.Is(err, unix.ENOSPC) {
-			return &InputError{"files", "input files exceed the size of the work directory"}
-		}
-		return fmt.Errorf("write input file %s: %w", p, err)
-	}
-	return nil
-}
+// placeReserve is the memory a sandbox keeps for itself beside its input
+// files.
+const placeReserve = 32 << 20
 
 // fileState is what a scan remembers of a regular file.
 type fileState struct {
@@ -201,26 +233,4 @@ func mimeType(p string) string {
 		return t
 	}
 	return "application/octet-stream"
-}
-
-// asUser runs f on a thread whose file-system ids are uid (setfsuid(2)),
-// so files are created as that user. fsuid is per thread: the thread is
-// locked for the call and retired if the ids cannot be restored (no
-// sandbox dies with it: sandbox.Start forks from a thread of its own).
-func asUser(uid int, f func() error) error {
-	runtime.LockOSThread()
-	unix.Setfsgid(uid)
-	unix.Setfsuid(uid)
-	err := f()
-	unix.Setfsuid(0)
-	unix.Setfsgid(0)
-	// setfsuid and setfsgid report no error; -1 is never a valid id, so
-	// these calls only return the current ones.
-	fsuid, _ := unix.SetfsuidRetUid(-1)
-	fsgid, _ := unix.SetfsgidRetGid(-1)
-	if fsuid != 0 || fsgid != 0 {
-		return err // leave the thread locked: it dies with this goroutine
-	}
-	runtime.UnlockOSThread()
-	return err
 }

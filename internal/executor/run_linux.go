@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -48,6 +49,9 @@ const maxFrameBytes = 16 << 20
 func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
 	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
+		if errors.Is(err, unix.EBUSY) { // memory(cgroup v1): below what it uses
+			return nil, &InputError{"memory_limit_mb", fmt.Sprintf("the session already uses more memory than %d MiB", l.MemoryBytes>>20)}
+		}
 		return nil, err
 	}
 	// A single-use child has run nothing since it was warm: what it held
@@ -56,10 +60,8 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 	if keep {
 		oomBefore, _ = c.cg.OOMKills()
 	}
-	for _, f := range req.Files {
-		if err := writeFile(c.data, f.Path, f.Data, c.p.cfg.HostUID+c.uid); err != nil {
-			return nil, err
-		}
+	if err := c.place(ctx, req.Files, l); err != nil {
+		return nil, err
 	}
 	if keep || len(req.Files) > 0 {
 		before = scanFiles(c.data)

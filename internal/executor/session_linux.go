@@ -142,12 +142,36 @@ func (s *Session) Open(path string) (*os.File, int64, error) {
 	return openRegular(s.c.data, path)
 }
 
-// WriteFile places a file in the session's /mnt/data.
-func (s *Session) WriteFile(path string, data []byte) error {
+// WriteFile places a file in the session's /mnt/data, waiting while ctx
+// allows for a running execution to end: the session's process writes it
+// (see child.place). A file that cannot be placed is an *InputError.
+func (s *Session) WriteFile(ctx context.Context, path string, data []byte) error {
 	if err := CheckPath(path); err != nil {
 		return err
 	}
-	return writeFile(s.c.data, path, data, s.e.cfg.HostUID+s.c.uid)
+	select {
+	case <-s.turn:
+	case <-s.done:
+		return s.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { s.turn <- struct{}{} }()
+	select {
+	case <-s.done:
+		return s.Err()
+	default:
+	}
+	l, err := Limits{}.resolve(s.e.cfg.Defaults, s.e.cfg.Max)
+	if err != nil {
+		return err
+	}
+	l.MemoryBytes = s.c.limits.MemoryBytes // what its cgroup holds now
+	err = s.c.place(ctx, []InputFile{{Path: path, Data: data}}, l)
+	if !s.c.alive() {
+		s.end(s.c.endErr())
+	}
+	return err
 }
 
 // Close ends the session and frees its sandbox. It is safe to call more

@@ -79,6 +79,20 @@ type Exec struct {
 	Env map[string]string `json:"env,omitempty"`
 }
 
+// Put asks a child to write files into its /mnt/data; the files' bytes
+// follow the frame on the socket, in order. The child answers with a "put"
+// Event.
+type Put struct {
+	Op    string    `json:"op"` // always "put"
+	Files []PutFile `json:"files"`
+}
+
+// PutFile is one file of a Put: its path below /mnt/data and its size.
+type PutFile struct {
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+}
+
 // Bundle is a MIME bundle: MIME type to content. A value that is a JSON
 // string (text, or base64 for binary types) decodes to a Go string; any
 // other value (application/json, say) stays raw JSON as a json.RawMessage,
@@ -97,13 +111,13 @@ type Error struct {
 }
 
 // Event is a frame from a child during an execution: any number of
-// "display" frames, then one "done".
+// "display" frames, then one "done"; or the "put" that answers a Put.
 type Event struct {
 	Type   string `json:"type"`
 	Bundle Bundle `json:"bundle,omitempty"` // display
-	Status string `json:"status,omitempty"` // done: ok or error
+	Status string `json:"status,omitempty"` // done, put: ok or error
 	Result Bundle `json:"result,omitempty"` // done
-	Error  *Error `json:"error,omitempty"`  // done
+	Error  *Error `json:"error,omitempty"`  // done, put
 }
 
 // Setup is a frame a new child sends before it takes code: "ready", then
@@ -204,9 +218,9 @@ func DecodeEvent(data []byte) (*Event, error) {
 	}
 	switch ev.Type {
 	case "display":
-	case "done":
+	case "done", "put":
 		if ev.Status != "ok" && ev.Status != "error" {
-			return nil, fmt.Errorf("%w: done with status %q", ErrProtocol, ev.Status)
+			return nil, fmt.Errorf("%w: %s with status %q", ErrProtocol, ev.Type, ev.Status)
 		}
 		if (ev.Status == "error") != (ev.Error != nil) {
 			return nil, fmt.Errorf("%w: status %q with error %v", ErrProtocol, ev.Status, ev.Error)

@@ -33,6 +33,9 @@ func TestReadEvent(t *testing.T) {
 		{"done error", frame(`{"type":"done","status":"error","error":{"name":"E","value":"v"}}`), "done", nil},
 		{"done error without error", frame(`{"type":"done","status":"error"}`), "", ErrProtocol},
 		{"done with unknown status", frame(`{"type":"done","status":"great"}`), "", ErrProtocol},
+		{"put ok", frame(`{"type":"put","status":"ok"}`), "put", nil},
+		{"put error", frame(`{"type":"put","status":"error","error":{"name":"OSError","value":"a: No space left on device"}}`), "put", nil},
+		{"put error without error", frame(`{"type":"put","status":"error"}`), "", ErrProtocol},
 		{"set-up frame during an execution", frame(`{"type":"ready"}`), "", ErrProtocol},
 		{"unknown type", frame(`{"type":"root"}`), "", ErrProtocol},
 		{"not json", frame(`nope`), "", ErrProtocol},
@@ -196,7 +199,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		switch ev.Type {
 		case "display":
-		case "done":
+		case "done", "put":
 			if (ev.Status == "error") != (ev.Error != nil) || (ev.Status != "ok" && ev.Status != "error") {
 				t.Fatalf("DecodeEvent(%q) accepted an inconsistent done: %+v", data, ev)
 			}

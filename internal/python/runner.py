@@ -6,6 +6,9 @@ the runner answers with any number of {"type": "display", "bundle": {...}}
 and one {"type": "done", "status": "ok"|"error", "result": bundle|null,
 "error": {...}|null}. Before "done" it writes the nonce, framed by NULs, to
 stdout and stderr so Go knows both pipes are drained up to this execution.
+Before an exec Go may send {"op": "put", "files": [{"path", "bytes"}, ...]}
+followed by the files' bytes; the runner writes them and answers
+{"type": "put", "status": ..., "error": ...}.
 A new child first sends {"type": "ready"}; Go moves it into its cgroup
 and sends {"op": "warm"}; the child isolates itself, warms up and answers
 {"type": "warmed"}.
@@ -14,12 +17,14 @@ and sends {"op": "warm"}; the child isolates itself, warms up and answers
 import ast
 import base64
 import builtins
+import errno
 import io
 import json
 import linecache
 import os
 import resource
 import signal
+import stat
 import struct
 import sys
 import traceback
@@ -260,6 +265,70 @@ def execute(msg, g):
     return result, error
 
 
+def put_files(files):
+    """Writes the files whose bytes Go streams on the socket after a put
+    frame: for each {"path", "bytes"} in order, exactly that many bytes.
+    The child writes them itself so that their pages are charged to its
+    own cgroup. A file that cannot be placed has its bytes read and dropped
+    (the stream stays in step); the first failure is in the reply."""
+    error = None
+    buf = memoryview(bytearray(1 << 20))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # a session may have lowered it
+    try:
+        for f in files:
+            path, left = str(f["path"]), int(f["bytes"])
+            fd, err = -1, None
+            try:
+                fd = _create(path)
+            except OSError as e:
+                err = e
+            while left > 0:
+                k = _sock.recv_into(buf[:min(left, len(buf))])
+                if k == 0:
+                    os._exit(0)  # Go is gone
+                left -= k
+                done = 0
+                while err is None and done < k:
+                    try:
+                        done += os.write(fd, buf[done:k])
+                    except OSError as e:
+                        err = e
+            if fd >= 0:
+                os.close(fd)
+            if err is not None and error is None:
+                error = {"name": type(err).__name__, "value": "%s: %s" % (path, err.strerror or err)}
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return {"type": "put", "status": "error" if error else "ok", "error": error}
+
+
+def _create(path):
+    """Creates /mnt/data/path and its directories, following no symlink
+    (each element is opened by name in its parent, O_NOFOLLOW), and
+    returns a descriptor open for writing on the regular file."""
+    parts = path.split("/")
+    d = os.open("/mnt/data", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in parts[:-1]:
+            try:
+                os.mkdir(name, 0o755, dir_fd=d)
+            except FileExistsError:
+                pass
+            nd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            os.close(d)
+            d = nd
+        # O_NONBLOCK: a FIFO planted there fails (ENXIO) instead of blocking.
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644, dir_fd=d)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fd
+    finally:
+        os.close(d)
+
+
 def _finish(nonce):
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -315,6 +384,9 @@ def serve(sock, probe=None):
             except Exception:
                 pass  # best effort: a request would only be slower
             send({"type": "warmed_data"})
+            continue
+        if msg.get("op") == "put":
+            send(put_files(msg.get("files") or []))
             continue
         if msg.get("op") != "exec":
             continue

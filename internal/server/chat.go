@@ -246,7 +246,7 @@ func (c *chatSandbox) put(ctx context.Context, path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	return sess.WriteFile(path, data)
+	return sess.WriteFile(ctx, path, data)
 }
 
 // Run implements toolloop.Sandbox.

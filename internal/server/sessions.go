@@ -336,7 +336,7 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request, own
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
 			Message: "upload is over the limit"}
 	}
-	if err := ls.sess.WriteFile(p, data); err != nil {
+	if err := ls.sess.WriteFile(r.Context(), p, data); err != nil {
 		if ae := inputError(err); ae != nil {
 			return ae
 		}
