@@ -306,15 +306,32 @@ func (c *child) drainStderr() string {
 	return string(b[:n])
 }
 
+// Costs of a frame against an execution's budget of frame bytes.
+const (
+	// frameOverhead is added to each frame's length: what the server
+	// keeps of a decoded display beyond its bytes (the map, the event).
+	// Without it, a flood of tiny displays would cost the server tens of
+	// times the bytes the budget counts.
+	frameOverhead = 1024
+	// doneReserve is how far past its budget an execution's frames are
+	// still read, so that the done frame of code stopped for sending too
+	// much still arrives; displays among them are dropped.
+	doneReserve = 1 << 20
+)
+
+// frameBufs recycles the buffers frames are read into: decoding copies
+// what it keeps, so a buffer is free again at once.
+var frameBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // readFrames passes the frames of the child's executions to run. It reads
 // a frame only while an execution is open (c.open) and only as many bytes
 // as the execution may still send (c.budget): a frame's cost is counted
-// from its header, before it is read, and a frame over the budget is
-// skipped unread (run then ends the execution with output_limit). A frame
-// outside an execution (user code in a session can send one from a thread
-// after its cell ended) is a protocol violation: the child is killed. So
-// what the server holds of a child's frames is bounded by the budget of
-// its open execution, never by what the child sends.
+// from its header, before it is read, and a frame over the budget (and
+// its doneReserve) is skipped unread (run then ends the execution with
+// output_limit). A frame outside an execution (user code in a session can
+// send one from a thread after its cell ended) is a protocol violation:
+// the child is killed. So what the server holds of a child's frames is
+// bounded by the budget of its open execution, never by what it sends.
 func (c *child) readFrames() {
 	defer c.wg.Done()
 	defer close(c.frames)
@@ -336,7 +353,11 @@ func (c *child) readFrames() {
 		case !c.open.Load():
 			fail(fmt.Errorf("%w: a frame arrived outside an execution", python.ErrProtocol))
 			return
-		case c.budget.Add(-int64(n)) < 0:
+		}
+		// Only this goroutine spends the budget; run sets it while no
+		// execution is open.
+		left := c.budget.Load() - int64(n) - frameOverhead
+		if left < -doneReserve {
 			if _, err := io.CopyN(io.Discard, c.r, int64(n)); err != nil {
 				fail(fmt.Errorf("%w: short frame: %v", python.ErrProtocol, err))
 				return
@@ -344,17 +365,30 @@ func (c *child) readFrames() {
 			c.frames <- frame{over: n}
 			continue
 		}
-		data, err := python.ReadBody(c.r, n)
+		c.budget.Store(left)
+		buf := frameBufs.Get().(*[]byte)
+		if cap(*buf) < n {
+			*buf = make([]byte, n)
+		}
+		data := (*buf)[:n]
+		_, err = io.ReadFull(c.r, data)
 		var ev *python.Event
-		if err == nil {
+		if err != nil {
+			err = fmt.Errorf("%w: short frame: %v", python.ErrProtocol, err)
+		} else {
 			ev, err = python.DecodeEvent(data)
 		}
+		frameBufs.Put(buf)
 		if err != nil {
 			fail(err)
 			return
 		}
-		if ev.Type == "done" || ev.Type == "put" {
+		switch {
+		case ev.Type == "done" || ev.Type == "put":
 			c.open.Store(false) // before the next header: the exchange is over
+		case left < 0:
+			c.frames <- frame{over: n} // a display read only for what may follow it
+			continue
 		}
 		c.frames <- frame{ev: ev}
 	}

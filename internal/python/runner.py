@@ -86,7 +86,15 @@ def bind(sock):
 
 def send(obj):
     data = json.dumps(obj, default=str).encode()
-    _sock.sendall(struct.pack(">I", len(data)) + data)
+    # A frame is sent whole or not at all: a SIGINT (Go interrupting a
+    # session's code) that raised KeyboardInterrupt in the middle of
+    # sendall would leave half a frame, and the session would be killed
+    # for breaking the protocol. Blocked, it is taken once the frame is out.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    try:
+        _sock.sendall(struct.pack(">I", len(data)) + data)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def recv():
