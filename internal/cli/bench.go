@@ -44,13 +44,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	serverURL := fs.String("server", "", "benchmark a running server at this URL over HTTP instead")
 	apiKey := fs.String("api-key", os.Getenv("CODEEXEC_API_KEY"), "API key for --server (default $CODEEXEC_API_KEY)")
 	clients := fs.Int("clients", 8, "concurrent HTTP clients for --server")
+	hostile := hostileFlags(fs)
 	sessions := fs.Int("sessions", 0, "with --server: also create this many idle sessions and measure their memory (the server needs --key-sessions at least as high)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput, the memory of a warm child, and what this host charges for a copy-on-write page fault and a fork.\nPrints medians, p99 and ratios.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput, the memory of a warm child, and what this host charges for a copy-on-write page fault and a fork.\nPrints medians, p99 and ratios.\n\nWith --hostile-frames it measures instead the peak RSS growth of this process, running an executor, while 8 sessions\nflood it with hostile frames (huge displays, JSON that multiplies when decoded, frames without end or after it).\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if hostile.on {
+		return hostile.run(ctx, executor.Config{PoolSize: *pool, DataWarmup: *dataWarm, PlotWarmup: *plotWarm}, stdout, stderr)
 	}
 	if *serverURL != "" {
 		b := &httpBench{url: strings.TrimRight(*serverURL, "/"), key: *apiKey, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -65,4 +66,51 @@ func TestMeasureHostCost(t *testing.T) {
 		t.Errorf("measureHostCost = %+v", c)
 	}
 	t.Logf("copy-on-write fault %v, fork and exit %v", c.cowFault, c.forkExit)
+}
+
+func TestParseFrameCounts(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stdout string
+		want   map[int]frameCount
+	}{
+		{"none", "", map[int]frameCount{}},
+		{"one", "hostile-frames 0 3 300\n", map[int]frameCount{0: {3, 300}}},
+		{"adds up per shape", "keys 5\nhostile-frames 2 1 10\nother\nhostile-frames 2 2 20\nhostile-frames 5 1 7\n",
+			map[int]frameCount{2: {3, 30}, 5: {1, 7}}},
+		{"cut short by a kill", "hostile-frames 1 1 10\nhostile-frames 1 2", map[int]frameCount{1: {1, 10}}},
+		{"bad numbers", "hostile-frames x 1 1\nhostile-frames 0 1 -1\nhostile-frames 0 1 2 3\nhostile-frames 0 1\n", map[int]frameCount{}},
+	} {
+		if got := parseFrameCounts(tc.stdout); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: parseFrameCounts(%q) = %v, want %v", tc.name, tc.stdout, got, tc.want)
+		}
+	}
+}
+
+func TestParseVm(t *testing.T) {
+	status := "Name:\tcodeexec\nVmPeak:\t 2000 kB\nVmHWM:\t  1500 kB\nVmRSS:\t  1024 kB\nThreads:\t8\n"
+	for _, tc := range []struct {
+		name, status, field string
+		want                int64
+		ok                  bool
+	}{
+		{"rss", status, "VmRSS", 1 << 20, true},
+		{"hwm", status, "VmHWM", 1500 << 10, true},
+		{"missing", status, "VmSwap", 0, false},
+		{"prefix only", "VmRSSx:\t1 kB\n", "VmRSS", 0, false},
+		{"no unit", "VmRSS:\t1\n", "VmRSS", 0, false},
+		{"not a number", "VmRSS:\tx kB\n", "VmRSS", 0, false},
+	} {
+		got, err := parseVm(tc.status, tc.field)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("%s: parseVm(%q) = %d, %v, want %d (ok %v)", tc.name, tc.field, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestFormatCounts(t *testing.T) {
+	got := formatCounts(map[string]int{"timeout": 2, "ok": 5, "killed": 2})
+	if want := "ok 5, killed 2, timeout 2"; got != want {
+		t.Errorf("formatCounts = %q, want %q", got, want)
+	}
 }
