@@ -33,12 +33,27 @@ const (
 	maxListedFiles = 1000
 )
 
+// openBeneath opens p below dir with the RESOLVE_* flags above. It uses
+// dir's descriptor inside SyscallConn().Control, which holds a reference
+// on it: a dir closed meanwhile (its session ended) fails with
+// os.ErrClosed, where a bare Fd() number could by then name the next
+// child's directory.
 func openBeneath(dir *os.File, p string, flags int, mode uint32) (*os.File, error) {
-	fd, err := unix.Openat2(int(dir.Fd()), p, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
-		Mode:    uint64(mode),
-		Resolve: resolveFlags,
+	raw, err := dir.SyscallConn()
+	if err != nil {
+		return nil, &os.PathError{Op: "openat2", Path: p, Err: err}
+	}
+	fd := -1
+	cerr := raw.Control(func(dfd uintptr) {
+		fd, err = unix.Openat2(int(dfd), p, &unix.OpenHow{
+			Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+			Mode:    uint64(mode),
+			Resolve: resolveFlags,
+		})
 	})
+	if cerr != nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "openat2", Path: p, Err: err}
 	}

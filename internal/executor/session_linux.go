@@ -131,7 +131,13 @@ func (s *Session) Files() ([]File, error) {
 		return nil, ErrSessionEnded
 	default:
 	}
-	return s.c.collect(context.Background(), nil, nil), nil
+	files := s.c.collect(context.Background(), nil, nil)
+	select {
+	case <-s.done: // its directory may have been closed under the scan
+		return nil, s.Err()
+	default:
+	}
+	return files, nil
 }
 
 // Open opens a file of the session's /mnt/data for reading.
