@@ -57,6 +57,11 @@ type Config struct {
 	// MaxBodyBytes caps a JSON request body (default 32 MiB);
 	// MaxUploadBytes caps an uploaded file (default 100 MiB).
 	MaxBodyBytes, MaxUploadBytes int64
+	// StreamWriteTimeout bounds each write to a client (an SSE event, a
+	// response body): a streaming client that does not take an event
+	// within it, or falls 256 events behind, is dropped and its execution
+	// killed (default 10s).
+	StreamWriteTimeout time.Duration
 	// ShutdownGrace is how long running executions may finish after
 	// SIGTERM before they are killed (default 30s).
 	ShutdownGrace time.Duration
@@ -118,7 +123,7 @@ func Default() Config {
 		Addr: "127.0.0.1:8080", DataDir: "/var/lib/codeexec",
 		PoolSize: 4, DataWarmup: true, QueueSize: 64, KeyConcurrency: 16, KeySessions: 100,
 		SessionIdle: 10 * time.Minute, SessionMaxLifetime: time.Hour, FileTTL: 24 * time.Hour,
-		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second,
+		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second, StreamWriteTimeout: 10 * time.Second,
 		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
 		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
 		EgressMaxBytes:  64 << 20,
@@ -196,6 +201,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest JSON request body")
 	fs.Int64Var(&c.MaxUploadBytes, "max-upload-bytes", c.MaxUploadBytes, "largest uploaded file")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time running executions get to finish on SIGTERM")
+	fs.DurationVar(&c.StreamWriteTimeout, "stream-write-timeout", c.StreamWriteTimeout, "longest a client may take to accept a write (an SSE event, a response); slower clients are dropped and their executions killed")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "default wall-time limit of an execution")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", c.MaxTimeout, "largest wall-time limit a request may ask for")
 	fs.Int64Var(&c.MemoryMB, "memory-mb", c.MemoryMB, "default memory limit in MiB")
@@ -291,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PlotWarmup && !c.DataWarmup {
 		bad("--plot-warmup extends the warm-up of --data-warmup, which is off")
+	}
+	if c.StreamWriteTimeout <= 0 {
+		bad("--stream-write-timeout must be positive")
 	}
 	if c.FileTTL < 0 || c.ShutdownGrace < 0 {
 		bad("--file-ttl and --shutdown-grace must not be negative")

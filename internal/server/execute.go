@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"codeexec/internal/executor"
@@ -211,25 +212,57 @@ func (s *Server) admit(owner string) (release func(), e *apiError) {
 	}, nil
 }
 
+// streamQueue is how many events a streaming client may fall behind
+// before it is dropped.
+const streamQueue = 256
+
+// errClientBehind is the cause of executions killed because their client
+// did not read its stream.
+var errClientBehind = errors.New("the client did not read its stream in time")
+
 // run executes through do and writes the result as JSON or, when stream
-// is set, as Server-Sent Events.
+// is set, as Server-Sent Events. Events go through a bounded queue to a
+// writer of their own, each write with a deadline: a client that does not
+// read can never block the execution, and one that falls behind is
+// dropped and its execution killed.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Request, stream bool, do func(context.Context) (*executor.Result, error)) *apiError {
-	var sse *sseWriter
-	if stream {
-		sse = newSSE(w)
-		req.OnEvent = func(ev executor.Event) {
-			switch ev.Kind {
-			case "stdout", "stderr":
-				sse.event(ev.Kind, map[string]string{"text": string(ev.Text)})
-			case "display":
-				sse.event("display", ev.Bundle)
-			}
-		}
-	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
+	var sse *sseWriter
+	drain := func() {} // waits until every queued event is written or dropped
+	if stream {
+		sse = newSSE(w, s.cfg.StreamWriteTimeout)
+		events := make(chan executor.Event, streamQueue)
+		written := make(chan struct{})
+		go func() {
+			defer close(written)
+			for ev := range events {
+				var err error
+				switch ev.Kind {
+				case "stdout", "stderr":
+					err = sse.event(ev.Kind, map[string]string{"text": string(ev.Text)})
+				case "display":
+					err = sse.event("display", ev.Bundle)
+				}
+				if err != nil {
+					cancel(errClientBehind)
+				}
+			}
+		}()
+		var once sync.Once
+		drain = func() { once.Do(func() { close(events); <-written }) }
+		defer drain()
+		req.OnEvent = func(ev executor.Event) {
+			select {
+			case events <- ev:
+			default:
+				cancel(errClientBehind)
+			}
+		}
+	}
 	res, err := do(ctx)
+	drain() // the last events follow every queued one
 	if err != nil {
 		if isGone(r.Context(), err) {
 			return nil // the client left; nothing to answer
@@ -252,6 +285,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Reque
 	}
 	s.metrics.observe(res)
 	if sse == nil {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
 		writeJSON(w, http.StatusOK, res)
 		return nil
 	}
@@ -274,19 +308,25 @@ func (s *Server) streamErr(sse *sseWriter, e *apiError) *apiError {
 }
 
 // sseWriter writes Server-Sent Events (the WHATWG HTML "server-sent
-// events" framing: event and data lines, a blank line between events).
+// events" framing: event and data lines, a blank line between events),
+// each write with a deadline. After a failed write it writes nothing more.
 type sseWriter struct {
 	w       http.ResponseWriter
-	f       http.Flusher
+	rc      *http.ResponseController
+	timeout time.Duration
 	started bool
+	err     error
 }
 
-func newSSE(w http.ResponseWriter) *sseWriter {
-	f, _ := w.(http.Flusher)
-	return &sseWriter{w: w, f: f}
+func newSSE(w http.ResponseWriter, timeout time.Duration) *sseWriter {
+	return &sseWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
 }
 
-func (s *sseWriter) event(name string, v any) {
+func (s *sseWriter) event(name string, v any) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if !s.started {
 		h := s.w.Header()
 		h.Set("Content-Type", "text/event-stream")
@@ -296,10 +336,14 @@ func (s *sseWriter) event(name string, v any) {
 		s.started = true
 	}
 	data, _ := json.Marshal(v)
-	fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, data)
-	if s.f != nil {
-		s.f.Flush()
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, data); err != nil {
+		s.err = err
+		return err
 	}
+	if err := s.rc.Flush(); err != nil {
+		s.err = err
+	}
+	return s.err
 }
 
 // network sets req's egress policy: the server's, narrowed to the

@@ -1,0 +1,56 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"codeexec/internal/config"
+)
+
+// TestSlowStreamingClient: a streaming client that never reads its
+// events cannot hold a sandbox. Its execution floods output under a long
+// timeout; the server must drop the client and kill the execution within
+// about --stream-write-timeout, and go on serving others.
+func TestSlowStreamingClient(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.StreamWriteTimeout = time.Second })
+	code := "import subprocess, sys\nsubprocess.Popen(['sleep', '3600'])\nwhile True:\n    sys.stdout.write('x' * 4000 + '\\n')\n    sys.stdout.flush()\n"
+	body, _ := json.Marshal(map[string]any{"code": code, "stream": true, "timeout": 300, "output_limit_bytes": 16 << 20})
+	// A small receive buffer, so the server's writes block soon.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return err
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", keyA, len(body), body)
+	// Never read. The marker process shows the execution runs, then it
+	// must go.
+	for i := 0; i < 200 && sleepers(t) == 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if sleepers(t) == 0 {
+		t.Fatal("the execution did not start")
+	}
+	start := time.Now()
+	for sleepers(t) > 0 {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("the execution of a client that never reads still runs %v later", time.Since(start))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the execution of a client that never reads ended %v after it started", time.Since(start).Round(time.Millisecond))
+	if st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"}); st != 200 || res["status"] != "ok" {
+		t.Errorf("next execution: %d %v", st, res)
+	}
+}
