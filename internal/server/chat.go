@@ -220,9 +220,10 @@ type chatSandbox struct {
 	timeout time.Duration
 	live    *liveSession
 
-	mu   sync.Mutex
-	own  *executor.Session
-	done bool
+	mu      sync.Mutex
+	own     *executor.Session
+	ownSlot func() // own's place in the owner's session limit
+	done    bool
 }
 
 func (c *chatSandbox) session(ctx context.Context) (*executor.Session, string, error) {
@@ -232,11 +233,16 @@ func (c *chatSandbox) session(ctx context.Context) (*executor.Session, string, e
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.own == nil {
+		slot, e := c.s.reserveSession(c.owner)
+		if e != nil {
+			return nil, "", e
+		}
 		sess, err := c.s.exec.NewSession(ctx, c.s.cfg.SessionIdle)
 		if err != nil {
+			slot()
 			return nil, "", err
 		}
-		c.own = sess
+		c.own, c.ownSlot = sess, slot
 	}
 	return c.own, "", nil
 }
@@ -279,6 +285,7 @@ func (c *chatSandbox) Run(ctx context.Context, code string) (*executor.Result, e
 		c.mu.Lock()
 		if c.own == sess {
 			c.own = nil
+			c.ownSlot()
 		}
 		c.mu.Unlock()
 		sess.Close()
@@ -292,5 +299,6 @@ func (c *chatSandbox) close() {
 	if c.own != nil {
 		c.own.Close()
 		c.own = nil
+		c.ownSlot()
 	}
 }

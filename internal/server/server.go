@@ -44,15 +44,17 @@ type Server struct {
 	inflight atomic.Int64 // executions running or waiting for a sandbox
 	mu       sync.Mutex
 	perKey   map[string]int // running executions per owner
-	sessions map[string]*liveSession
-	wg       sync.WaitGroup // session reapers
+	// sessionsOf counts each owner's live and reserved sessions.
+	sessionsOf map[string]int
+	sessions   map[string]*liveSession
+	wg         sync.WaitGroup // session reapers
 }
 
 // New builds a server. The caller owns exec and st and closes them after
 // Close.
 func New(cfg config.Config, exec *executor.Executor, st *store.Store, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, exec: exec, store: st, log: log, mux: http.NewServeMux(),
-		keys: map[string]string{}, perKey: map[string]int{}, sessions: map[string]*liveSession{}}
+		keys: map[string]string{}, perKey: map[string]int{}, sessionsOf: map[string]int{}, sessions: map[string]*liveSession{}}
 	for _, k := range cfg.APIKeys {
 		sum := sha256.Sum256([]byte(k))
 		s.keys[hex.EncodeToString(sum[:])] = "key_" + hex.EncodeToString(sum[:8])

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"codeexec/internal/executor"
@@ -19,6 +20,33 @@ type liveSession struct {
 	sess     *executor.Session
 	memoryMB int64         // the session's default memory limit (0: the server's)
 	stop     chan struct{} // closed by endSession
+	slot     func()        // gives back its place in the owner's session limit
+}
+
+// reserveSession takes one of owner's live-session places (see
+// Config.KeySessions) before a session's process is made, so concurrent
+// creations cannot pass the limit; sessions a chat request makes for
+// itself take one too. The returned func gives it back; calling it again
+// does nothing.
+func (s *Server) reserveSession(owner string) (func(), *apiError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessionsOf[owner] >= s.cfg.KeySessions {
+		s.metrics.rejected.WithLabelValues("session_limit").Inc()
+		return nil, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "session_limit",
+			Message: "this API key has reached its limit of live sessions; delete one first"}
+	}
+	s.sessionsOf[owner]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.sessionsOf[owner]--; s.sessionsOf[owner] <= 0 {
+				delete(s.sessionsOf, owner)
+			}
+			s.mu.Unlock()
+		})
+	}, nil
 }
 
 type sessionJSON struct {
@@ -73,20 +101,24 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	if m := body.MemoryLimitMB; m != nil && (*m < 16 || *m > s.cfg.MaxMemoryMB) {
 		return invalid("memory_limit_mb", "memory_limit_mb must be between 16 and %d", s.cfg.MaxMemoryMB)
 	}
-	s.mu.Lock()
-	n := 0
-	for _, ls := range s.sessions {
-		if ls.rec.Owner == owner {
-			n++
-		}
+	slot, e := s.reserveSession(owner)
+	if e != nil {
+		return e
 	}
-	s.mu.Unlock()
-	if n >= s.cfg.KeySessions {
-		s.metrics.rejected.WithLabelValues("session_limit").Inc()
-		return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "session_limit",
-			Message: "this API key has reached its limit of live sessions; delete one first"}
+	kept := false
+	defer func() {
+		if !kept {
+			slot()
+		}
+	}()
+	// Creating a session takes a sandbox like an execution: admitted the
+	// same way, so a burst of creations cannot bypass the queue.
+	admitted, e := s.admit(owner)
+	if e != nil {
+		return e
 	}
 	sess, err := s.exec.NewSession(r.Context(), idle)
+	admitted()
 	if err != nil {
 		if isGone(r.Context(), err) {
 			return nil
@@ -103,7 +135,8 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 		sess.Close()
 		return s.internal(r, "store session", err)
 	}
-	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{})}
+	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot}
+	kept = true
 	if body.MemoryLimitMB != nil {
 		ls.memoryMB = *body.MemoryLimitMB
 	}
@@ -151,6 +184,9 @@ func (s *Server) endSession(ls *liveSession, reason string) {
 	s.mu.Unlock()
 	close(ls.stop)
 	ls.sess.Close()
+	if ls.slot != nil {
+		ls.slot()
+	}
 	s.metrics.sessions.Dec()
 	// The record and the session's files now live as long as files do.
 	ls.rec.EndedAt, ls.rec.EndReason = time.Now(), reason

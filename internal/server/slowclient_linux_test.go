@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,5 +53,48 @@ func TestSlowStreamingClient(t *testing.T) {
 	t.Logf("the execution of a client that never reads ended %v after it started", time.Since(start).Round(time.Millisecond))
 	if st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"}); st != 200 || res["status"] != "ok" {
 		t.Errorf("next execution: %d %v", st, res)
+	}
+}
+
+// TestSessionLimitRace fires many concurrent session creations at a key
+// allowed 3: no more than 3 may exist at once, whatever the timing.
+func TestSessionLimitRace(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.KeySessions = 3; c.PoolSize = 4 })
+	const n = 12
+	codes := make(chan int, n)
+	ids := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			st, body := s.call("POST", "/v1/sessions", keyA, map[string]any{})
+			codes <- st
+			if id, _ := body["id"].(string); st == 200 {
+				ids <- id
+			}
+		})
+	}
+	wg.Wait()
+	close(codes)
+	close(ids)
+	created, refused := 0, 0
+	for st := range codes {
+		switch st {
+		case 200:
+			created++
+		case 429:
+			refused++
+		default:
+			t.Errorf("POST /v1/sessions = %d, want 200 or 429", st)
+		}
+	}
+	if created > 3 || created+refused != n {
+		t.Errorf("%d sessions created and %d refused of %d, want at most 3 created", created, refused, n)
+	}
+	for id := range ids {
+		s.call("DELETE", "/v1/sessions/"+id, keyA, nil)
+	}
+	// Deleted sessions give their places back.
+	if st, body := s.call("POST", "/v1/sessions", keyA, map[string]any{}); st != 200 {
+		t.Errorf("POST /v1/sessions after deleting all = %d %v", st, body)
 	}
 }
