@@ -159,9 +159,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 	}
 	desc := toolloop.SandboxDescription(timeout, s.cfg.MemoryMB, fileNames, allow)
 
+	// The shutdown's hard stop ends a chat request like an execution.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
+	stopped := func() bool { return ctx.Err() != nil && r.Context().Err() == nil }
 	if !req.Stream {
-		resp, err := s.chat.Loop.Run(r.Context(), req, sb, desc, nil)
+		resp, err := s.chat.Loop.Run(ctx, req, sb, desc, nil)
 		if err != nil {
+			if stopped() {
+				return shuttingDown()
+			}
 			if isGone(r.Context(), err) {
 				return nil
 			}
@@ -186,14 +194,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		if flusher != nil {
 			flusher.Flush()
 		}
-		return r.Context().Err()
+		return ctx.Err()
 	}
-	_, err = s.chat.Loop.Run(r.Context(), req, sb, desc, emit)
+	_, err = s.chat.Loop.Run(ctx, req, sb, desc, emit)
 	if err != nil {
-		if isGone(r.Context(), err) {
+		if isGone(r.Context(), err) && !stopped() {
 			return nil
 		}
 		e := s.upstreamError(r, err)
+		if stopped() {
+			e = shuttingDown()
+		}
 		if !started {
 			return e
 		}

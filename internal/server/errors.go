@@ -139,3 +139,10 @@ func atCapacity() *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "capacity",
 		Message: "the service runs as many sandboxes as it can hold; retry later, or end a session first"}
 }
+
+// shuttingDown answers a request stopped by the end of the shutdown grace
+// period before it had a result.
+func shuttingDown() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down",
+		Message: "the server is shutting down; retry later or on another instance"}
+}

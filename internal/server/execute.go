@@ -264,8 +264,16 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Reque
 	res, err := do(ctx)
 	drain() // the last events follow every queued one
 	if err != nil {
-		if isGone(r.Context(), err) {
+		if r.Context().Err() != nil {
 			return nil // the client left; nothing to answer
+		}
+		if ctx.Err() != nil {
+			// Stopped by us while it waited (for a sandbox, or its
+			// session's turn): answered, never an empty 200.
+			if errors.Is(context.Cause(ctx), errClientBehind) {
+				return nil
+			}
+			return s.streamErr(sse, shuttingDown())
 		}
 		if e := inputError(err); e != nil {
 			return s.streamErr(sse, e)

@@ -1,9 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,5 +99,55 @@ func TestSessionLimitRace(t *testing.T) {
 	// Deleted sessions give their places back.
 	if st, body := s.call("POST", "/v1/sessions", keyA, map[string]any{}); st != 200 {
 		t.Errorf("POST /v1/sessions after deleting all = %d %v", st, body)
+	}
+}
+
+// TestShutdownAnswersWaiters: an execution still waiting (here for its
+// session's turn, behind a running one) when the shutdown grace period
+// ends gets an answer, never an empty 200.
+func TestShutdownAnswersWaiters(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.ShutdownGrace = 500 * time.Millisecond })
+	st, sess := s.call("POST", "/v1/sessions", keyA, map[string]any{})
+	if st != 200 {
+		t.Fatalf("POST /v1/sessions = %d %v", st, sess)
+	}
+	path := "/v1/sessions/" + sess["id"].(string) + "/execute"
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := make(chan answer, 2)
+	send := func() {
+		data, _ := json.Marshal(map[string]any{"code": sleeperCode})
+		req, _ := http.NewRequest("POST", s.url+path, bytes.NewReader(data))
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answers <- answer{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answers <- answer{resp.StatusCode, string(b)}
+	}
+	go send()
+	for i := 0; i < 200 && sleepers(t) == 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	go send() // waits for the session's turn
+	time.Sleep(300 * time.Millisecond)
+	s.stop()
+	for range 2 {
+		a := <-answers
+		if a.status == 0 || strings.TrimSpace(a.body) == "" {
+			t.Errorf("a request in flight at shutdown got %d %q, want an answer with a body", a.status, a.body)
+			continue
+		}
+		var body map[string]any
+		json.Unmarshal([]byte(a.body), &body)
+		_, code, _ := errOf(body)
+		if !(a.status == 200 && body["status"] == "killed") && a.status != 503 && code != "session_expired" {
+			t.Errorf("a request in flight at shutdown got %d %s, want 200 killed, 503 or 410", a.status, a.body)
+		}
 	}
 }
