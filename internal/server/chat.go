@@ -121,6 +121,13 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 			sb.live = ls
 		}
 		paths := map[string]string{}
+		ids := make([]inputFile, len(req.FileIDs))
+		for i, id := range req.FileIDs {
+			ids[i].FileID = id
+		}
+		if e := s.checkInputBytes(r.Context(), ids, owner); e != nil {
+			return e
+		}
 		for _, id := range req.FileIDs {
 			meta, err := s.store.File(r.Context(), owner, id)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -149,5 +150,28 @@ func TestShutdownAnswersWaiters(t *testing.T) {
 		if !(a.status == 200 && body["status"] == "killed") && a.status != 503 && code != "session_expired" {
 			t.Errorf("a request in flight at shutdown got %d %s, want 200 killed, 503 or 410", a.status, a.body)
 		}
+	}
+}
+
+// TestInputBytesCountedFirst: a small body naming one stored file many
+// times is refused from the files' metadata, before the server reads
+// them (it used to read the file once per mention).
+func TestInputBytesCountedFirst(t *testing.T) {
+	s := startService(t, nil)
+	f := upload(t, s, keyA, "big.bin", strings.Repeat("x", 4<<20))
+	var files []map[string]any
+	for i := range 200 {
+		files = append(files, map[string]any{"file_id": f["id"], "path": fmt.Sprintf("copy%d.bin", i)})
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	st, body := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)", "files": files})
+	runtime.ReadMemStats(&after)
+	param, _, msg := errOf(body)
+	if st != 400 || !strings.HasPrefix(param, "files[") || !strings.Contains(msg, "work directory") {
+		t.Errorf("execute naming a 4 MiB file 200 times = %d %v, want 400 on files[n] about the work directory", st, body)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("the server allocated %d MiB for a refused request of %d bytes of JSON", grew>>20, len(fmt.Sprint(files)))
 	}
 }

@@ -79,6 +79,9 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 	if len(body.Files) > 1000 {
 		return req, invalid("files", "at most 1000 files per request")
 	}
+	if e := s.checkInputBytes(ctx, body.Files, owner); e != nil {
+		return req, e
+	}
 	for i, f := range body.Files {
 		param := fmt.Sprintf("files[%d]", i)
 		switch {
@@ -120,6 +123,31 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 		}
 	}
 	return req, nil
+}
+
+// checkInputBytes adds up, from their metadata and before any is read or
+// decoded, the bytes of a request's input files, and refuses more than a
+// sandbox's work directory holds: a small body naming one large stored
+// file many times must not make the server read it many times.
+func (s *Server) checkInputBytes(ctx context.Context, files []inputFile, owner string) *apiError {
+	max := s.exec.Config().WorkdirBytes
+	var total int64
+	for i, f := range files {
+		switch {
+		case f.ContentBase64 != nil:
+			total += int64(base64.StdEncoding.DecodedLen(len(*f.ContentBase64)))
+		case f.FileID != "":
+			meta, err := s.store.File(ctx, owner, f.FileID)
+			if err != nil {
+				return notFound("file", f.FileID)
+			}
+			total += meta.Bytes
+		}
+		if total > max {
+			return invalid(fmt.Sprintf("files[%d]", i), "the input files add up to more than a sandbox's work directory holds (%d MiB)", max>>20)
+		}
+	}
+	return nil
 }
 
 func inputError(err error) *apiError {
