@@ -186,9 +186,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		w.Write(resp)
 		return nil
 	}
-	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	started := false
 	emit := func(chunk []byte) error {
+		// A client that does not take a chunk in time is dropped: it
+		// cannot hold the request (and its sandbox) open.
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
 		if !started {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.Header().Set("Cache-Control", "no-cache")
@@ -198,8 +201,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", chunk); err != nil {
 			return err
 		}
-		if flusher != nil {
-			flusher.Flush()
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
 		}
 		return ctx.Err()
 	}
@@ -217,10 +220,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		}
 		emit(mustMarshal(map[string]any{"error": e}))
 	}
+	rc.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
 	fmt.Fprint(w, "data: [DONE]\n\n")
-	if flusher != nil {
-		flusher.Flush()
-	}
+	rc.Flush()
 	return nil
 }
 

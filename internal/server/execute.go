@@ -376,7 +376,7 @@ func (s *sseWriter) event(name string, v any) error {
 		s.err = err
 		return err
 	}
-	if err := s.rc.Flush(); err != nil {
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		s.err = err
 	}
 	return s.err
