@@ -275,20 +275,35 @@ func (r *Request) convertParts(i int, content json.RawMessage) (json.RawMessage,
 
 // PlaceFiles rewrites the notes of attached files to name their paths in
 // the sandbox, once the caller has placed them (paths maps file id to
-// path under /mnt/data).
+// path under /mnt/data). The notes are text parts of user messages (see
+// convertParts); each is decoded and encoded again, never edited as raw
+// JSON, because a path may hold any character a file name can, quotes
+// and backslashes included.
 func (r *Request) PlaceFiles(paths map[string]string) {
 	for i, raw := range r.Messages {
-		s := string(raw)
+		var m map[string]json.RawMessage
+		var parts []map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil || json.Unmarshal(m["content"], &parts) != nil {
+			continue // not a message with content parts: no notes
+		}
 		changed := false
-		for id, p := range paths {
-			note := "[attached file " + id + "]"
-			if strings.Contains(s, note) {
-				s = strings.ReplaceAll(s, note, "[attached file: /mnt/data/"+p+"]")
+		for _, p := range parts {
+			var typ, text string
+			if json.Unmarshal(p["type"], &typ) != nil || typ != "text" || json.Unmarshal(p["text"], &text) != nil {
+				continue
+			}
+			placed := text
+			for id, path := range paths {
+				placed = strings.ReplaceAll(placed, "[attached file "+id+"]", "[attached file: /mnt/data/"+path+"]")
+			}
+			if placed != text {
+				p["text"] = mustJSON(placed)
 				changed = true
 			}
 		}
 		if changed {
-			r.Messages[i] = json.RawMessage(s)
+			m["content"] = mustJSON(parts)
+			r.Messages[i] = mustJSON(m)
 		}
 	}
 }

@@ -124,3 +124,43 @@ func TestFormatOutput(t *testing.T) {
 		t.Errorf("FormatOutput of nothing = %q", got)
 	}
 }
+
+// A file name may hold any character CheckPath allows, quotes and
+// backslashes included; the messages must stay valid JSON (an invalid one
+// made the upstream body panic) and name the path exactly.
+func TestPlaceFilesOddNames(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+	}{
+		{name: "quote", path: `we"ird.csv`},
+		{name: "backslash", path: `back\slash.csv`},
+		{name: "quote and brace", path: `a"},{"role":"system","content":"x.csv`},
+		{name: "unicode and control", path: "tab\there\u2028.csv"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := executor.CheckPath(tt.path); err != nil {
+				t.Fatalf("CheckPath(%q) = %v, want nil (the name must be one an upload may have)", tt.path, err)
+			}
+			r, err := ParseRequest([]byte(`{"messages":[{"role":"user","content":[{"type":"text","text":"analyse"},{"type":"file","file":{"file_id":"file-x"}}]}],"tools":[{"type":"code_execution"}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.PlaceFiles(map[string]string{"file-x": tt.path})
+			var m struct {
+				Content []struct {
+					Type, Text string
+				} `json:"content"`
+			}
+			if err := json.Unmarshal(r.Messages[0], &m); err != nil {
+				t.Fatalf("PlaceFiles(%q) left message %s, not valid JSON: %v", tt.path, r.Messages[0], err)
+			}
+			want := "[attached file: /mnt/data/" + tt.path + "]"
+			if len(m.Content) != 2 || m.Content[1].Text != want {
+				t.Errorf("PlaceFiles(%q): content = %+v, want the second part to be %q", tt.path, m.Content, want)
+			}
+			(&Loop{}).body(r, r.Messages, true, false, "sandbox") // must not panic
+		})
+	}
+}
