@@ -40,8 +40,11 @@ type Loop struct {
 	Model  Model
 	Search Searcher // nil: web_search is not available
 	// MaxTurns bounds the model calls that may use tools (default 10);
-	// TimeBudget bounds the time for them (default 5 minutes). When either
-	// is spent the model is asked for its answer without tools.
+	// TimeBudget bounds the time for them (default 5 minutes), counted
+	// from the start of the request: each tool call gets what is left as
+	// its deadline, and calls of a turn that find it spent are not started
+	// (their results say so). When either is spent the model is asked for
+	// its answer without tools.
 	MaxTurns   int
 	TimeBudget time.Duration
 	// OutputBudget is the most characters of one tool's output the model
@@ -109,11 +112,14 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 		return nil, ErrSearchUnavailable
 	}
 	maxTurns, budget, outBudget := l.defaults()
-	deadline := time.Now().Add(budget)
+	// Tools run under toolCtx, the model's calls under ctx: the answer
+	// after the budget is spent still needs one.
+	toolCtx, cancel := context.WithTimeoutCause(ctx, budget, errBudgetSpent)
+	defer cancel()
 	st := &state{req: req, emit: emit}
 	msgs := append([]json.RawMessage(nil), req.Messages...)
 	for n := 0; ; n++ {
-		withTools := n < maxTurns && time.Now().Before(deadline)
+		withTools := n < maxTurns && toolCtx.Err() == nil
 		if !withTools && n > 0 {
 			msgs = noMoreTools(msgs)
 		}
@@ -136,7 +142,7 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 		}
 		msgs = append(msgs, assistantMessage(t.content, t.calls))
 		for _, c := range ours {
-			entry, output, err := l.runTool(ctx, c, sb, outBudget)
+			entry, output, err := l.runTool(toolCtx, c, sb, outBudget)
 			if err != nil {
 				return nil, err
 			}
@@ -147,6 +153,20 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 			return st.finish(t.content, theirs, "tool_calls")
 		}
 	}
+}
+
+// errBudgetSpent is the cause of the tool context's end when the time
+// budget is spent; an execution it cancels reports it in its output.
+var errBudgetSpent = errors.New("the time budget for this request's tool calls is spent")
+
+// notRunNote is the result of a tool call that the time budget left no
+// time for.
+const notRunNote = "Error: the time budget for this request's tool calls is spent; this call was not run."
+
+// budgetSpent reports whether ctx ended because the time budget is spent
+// (and not because the request was cancelled).
+func budgetSpent(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errBudgetSpent)
 }
 
 // noMoreToolsNote tells the model that the turn or time budget is spent.
@@ -356,7 +376,9 @@ func parseCompletion(data []byte) (*turnResult, error) {
 
 // runTool runs one server-side call and returns its entry and the text the
 // model is shown. Failures of the code are output, not errors; an error
-// means the service failed.
+// means the service failed. A call that the time budget (the end of ctx)
+// leaves no time for is not started, or if it was, ends with ctx; its
+// result says so.
 func (l *Loop) runTool(ctx context.Context, c call, sb Sandbox, budget int) (ExecutionEntry, string, error) {
 	if c.ID == "" {
 		c.ID = "call_" + fmt.Sprint(time.Now().UnixNano())
@@ -369,13 +391,27 @@ func (l *Loop) runTool(ctx context.Context, c call, sb Sandbox, budget int) (Exe
 			out := `Error: web_search needs JSON arguments {"query": "..."}`
 			return ExecutionEntry{ID: c.ID, Type: SearchTool, WebSearch: &WebSearch{Output: out}}, out, nil
 		}
-		results, err := l.Search.Search(ctx, args.Query)
-		out := formatSearch(results, err, budget)
+		var results []SearchResult
+		out := notRunNote
+		if !budgetSpent(ctx) {
+			var err error
+			results, err = l.Search.Search(ctx, args.Query)
+			out = formatSearch(results, err, budget)
+		}
 		return ExecutionEntry{ID: c.ID, Type: SearchTool, WebSearch: &WebSearch{Query: args.Query, Output: out, Results: results}}, out, nil
 	}
 	code := codeArg(c.Args)
 	entry := ExecutionEntry{ID: c.ID, Type: CodeTool, CodeExecution: &CodeExecution{Code: code}}
+	if budgetSpent(ctx) {
+		entry.CodeExecution.Output, entry.CodeExecution.Status = notRunNote, string(executor.StatusKilled)
+		return entry, notRunNote, nil
+	}
 	res, err := sb.Run(ctx, code)
+	if err != nil && budgetSpent(ctx) {
+		// Still waiting for a sandbox or its turn: it never ran.
+		entry.CodeExecution.Output, entry.CodeExecution.Status = notRunNote, string(executor.StatusKilled)
+		return entry, notRunNote, nil
+	}
 	if err != nil {
 		var ie *executor.InputError
 		if !errors.As(err, &ie) {
