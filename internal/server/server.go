@@ -67,7 +67,14 @@ func New(cfg config.Config, exec *executor.Executor, st *store.Store, log *slog.
 
 func (s *Server) routes() {
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
-		s.mux.Handle(pattern, s.authed(h))
+		s.mux.Handle(pattern, s.authed(s.cfg.MaxBodyBytes, h))
+	}
+	// Only the endpoints that take a file's content get the larger limit
+	// (the file plus room for the multipart framing), by route and never
+	// by the Content-Type a client claims: a JSON endpoint reads its body
+	// whole.
+	upload := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
+		s.mux.Handle(pattern, s.authed(s.cfg.MaxUploadBytes+1<<20, h))
 	}
 	api("POST /v1/execute", s.handleExecute)
 	api("POST /v1/sessions", s.handleCreateSession)
@@ -76,8 +83,8 @@ func (s *Server) routes() {
 	api("POST /v1/sessions/{id}/execute", s.handleSessionExecute)
 	api("GET /v1/sessions/{id}/files", s.handleSessionFiles)
 	api("GET /v1/sessions/{id}/files/{path...}", s.handleSessionDownload)
-	api("PUT /v1/sessions/{id}/files/{path...}", s.handleSessionUpload)
-	api("POST /v1/files", s.handleUpload)
+	upload("PUT /v1/sessions/{id}/files/{path...}", s.handleSessionUpload)
+	upload("POST /v1/files", s.handleUpload)
 	api("GET /v1/files", s.handleListFiles)
 	api("GET /v1/files/{id}", s.handleGetFile)
 	api("GET /v1/files/{id}/content", s.handleFileContent)
@@ -165,9 +172,9 @@ func (r *statusRecorder) Flush() {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// authed checks the bearer key and limits the body, then calls h with the
-// caller's owner id ("" when no keys are configured).
-func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string) *apiError) http.Handler {
+// authed checks the bearer key and limits the body to limit bytes, then
+// calls h with the caller's owner id ("" when no keys are configured).
+func (s *Server) authed(limit int64, h func(http.ResponseWriter, *http.Request, string) *apiError) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		owner, ok := s.owner(r)
 		if !ok {
@@ -175,10 +182,6 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string) *apiE
 			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
 				Message: "missing or invalid API key: send Authorization: Bearer <key>"})
 			return
-		}
-		limit := s.cfg.MaxBodyBytes
-		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") || r.Method == http.MethodPut {
-			limit = s.cfg.MaxUploadBytes + 1<<20
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if e := h(w, r, owner); e != nil {
