@@ -37,6 +37,9 @@ type blobs interface {
 // newDiskBlobs removes.
 type diskBlobs struct {
 	dir string
+	// syncDir makes dir's entries durable (syncDir below); a test
+	// replaces it to see when it runs.
+	syncDir func(dir string) error
 }
 
 // tempPrefix starts the names of contents being written. validID never
@@ -58,7 +61,23 @@ func newDiskBlobs(dir string) (*diskBlobs, error) {
 			return nil, fmt.Errorf("remove leftover %s: %w", t, err)
 		}
 	}
-	return &diskBlobs{dir: dir}, nil
+	return &diskBlobs{dir: dir, syncDir: syncDir}, nil
+}
+
+// syncDir fsyncs the directory dir. A rename is durable only once the
+// directory holding it is synced (fsync(2): syncing a file "does not
+// necessarily ensure that the entry in the directory containing the file
+// has also reached disk").
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (b *diskBlobs) path(id string) (string, error) {
@@ -101,6 +120,13 @@ func (b *diskBlobs) put(ctx context.Context, id string, r io.Reader, limit int64
 	}
 	if err := os.Rename(f.Name(), p); err != nil {
 		return 0, fmt.Errorf("store content %s: %w", id, err)
+	}
+	// The caller commits metadata naming id once put returns: the new name
+	// must be on disk first, or after a power loss the metadata could name
+	// a content that is not there.
+	if err := b.syncDir(b.dir); err != nil {
+		os.Remove(p)
+		return 0, fmt.Errorf("sync content %s: %w", id, err)
 	}
 	return n, nil
 }
