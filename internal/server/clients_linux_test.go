@@ -175,3 +175,68 @@ func TestInputBytesCountedFirst(t *testing.T) {
 		t.Errorf("the server allocated %d MiB for a refused request of %d bytes of JSON", grew>>20, len(fmt.Sprint(files)))
 	}
 }
+
+// TestDownloadsAreNotPages: HTML and SVG written by sandboxed code, or
+// uploaded, come back as attachments a browser neither sniffs nor runs,
+// on every download path: a live session's file, the same file once the
+// session ended, an execution's output by file id, and an upload.
+func TestDownloadsAreNotPages(t *testing.T) {
+	s := startService(t, nil)
+	page := `<html><script>alert(document.domain)</script></html>`
+	svg := `<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`
+	code := fmt.Sprintf("open('/mnt/data/evil.html','w').write(%q)\nopen('/mnt/data/evil.svg','w').write(%q)\n", page, svg)
+
+	_, sess := s.call("POST", "/v1/sessions", keyA, map[string]any{})
+	id, _ := sess["id"].(string)
+	if st, res := s.call("POST", "/v1/sessions/"+id+"/execute", keyA, map[string]any{"code": code}); st != 200 || res["status"] != "ok" {
+		t.Fatalf("session execute = %d %v", st, res)
+	}
+	paths := map[string]string{
+		"live session html": "/v1/sessions/" + id + "/files/evil.html",
+		"live session svg":  "/v1/sessions/" + id + "/files/evil.svg",
+	}
+	st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": code})
+	if st != 200 {
+		t.Fatalf("execute = %d %v", st, res)
+	}
+	files, _ := res["files"].([]any)
+	if len(files) != 2 {
+		t.Fatalf("execute files = %v, want evil.html and evil.svg", res["files"])
+	}
+	for _, f := range files {
+		f, _ := f.(map[string]any)
+		fid, _ := f["id"].(string)
+		paths["output "+fmt.Sprint(f["path"])] = "/v1/files/" + fid + "/content"
+	}
+	up := upload(t, s, keyA, "upload.html", page)
+	paths["upload"] = "/v1/files/" + fmt.Sprint(up["id"]) + "/content"
+
+	check := func(name, path string) {
+		t.Helper()
+		resp := s.do("GET", path, keyA, nil)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "<script>") {
+			t.Errorf("%s: GET %s = %d %q", name, path, resp.StatusCode, body)
+			return
+		}
+		h := resp.Header
+		if d := h.Get("Content-Disposition"); !strings.HasPrefix(d, "attachment") {
+			t.Errorf("%s: Content-Disposition = %q, want attachment", name, d)
+		}
+		if v := h.Get("X-Content-Type-Options"); v != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options = %q, want nosniff", name, v)
+		}
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "sandbox") {
+			t.Errorf("%s: Content-Security-Policy = %q, want default-src 'none' and sandbox", name, csp)
+		}
+	}
+	for name, path := range paths {
+		check(name, path)
+	}
+	if st, res := s.call("DELETE", "/v1/sessions/"+id, keyA, nil); st != 200 {
+		t.Fatalf("delete session = %d %v", st, res)
+	}
+	check("ended session html", "/v1/sessions/"+id+"/files/evil.html")
+	check("ended session svg", "/v1/sessions/"+id+"/files/evil.svg")
+}

@@ -133,11 +133,28 @@ func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, owner, id s
 		return notFound("file", id)
 	}
 	defer f.Close()
-	w.Header().Set("Content-Type", meta.MIMEType)
-	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(meta.Filename)}))
+	setDownloadHeaders(w, meta.Filename, meta.MIMEType)
 	http.ServeContent(w, r, "", meta.CreatedAt, f)
 	s.metrics.fileBytes.WithLabelValues("download").Add(float64(meta.Bytes))
 	return nil
+}
+
+// setDownloadHeaders marks a response as a file to save, never a page to
+// render: a file's content comes from sandboxed code or a client, and an
+// HTML or SVG one must not run script in the service's origin. The
+// browser is told to download it (Content-Disposition), not to guess
+// another type (nosniff), and, should it render it anyway, to run and
+// load nothing (the CSP sandbox gives it an opaque origin).
+func setDownloadHeaders(w http.ResponseWriter, name, mimeType string) {
+	h := w.Header()
+	h.Set("Content-Type", mimeType)
+	disp := mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)})
+	if disp == "" { // a name mime cannot quote
+		disp = "attachment"
+	}
+	h.Set("Content-Disposition", disp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 }
 
 func (s *Server) handleDeleteFile(w http.ResponseWriter, r *http.Request, owner string) *apiError {

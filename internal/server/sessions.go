@@ -199,9 +199,14 @@ func (s *Server) endSession(ls *liveSession, reason string) {
 	}
 }
 
-// liveSession finds owner's live session id; an ended one is 410, an
-// unknown one (or another owner's) 404.
-func (s *Server) liveSession(ctx context.Context, owner, id string) (*liveSession, *apiError) {
+// errSessionEnded is findSession's answer for a session of the owner
+// that has ended: its record and files remain.
+var errSessionEnded = errors.New("the session has ended")
+
+// findSession finds owner's live session id. An ended one is
+// errSessionEnded; an unknown one (or another owner's) is
+// store.ErrNotFound.
+func (s *Server) findSession(ctx context.Context, owner, id string) (*liveSession, error) {
 	s.mu.Lock()
 	ls := s.sessions[id]
 	s.mu.Unlock()
@@ -209,9 +214,22 @@ func (s *Server) liveSession(ctx context.Context, owner, id string) (*liveSessio
 		return ls, nil
 	}
 	if _, err := s.store.Session(ctx, owner, id); err == nil {
-		return nil, sessionExpired()
+		return nil, errSessionEnded
 	}
-	return nil, notFound("session", id)
+	return nil, store.ErrNotFound
+}
+
+// liveSession is findSession for the calls that need a live session: an
+// ended one is 410, an unknown one 404.
+func (s *Server) liveSession(ctx context.Context, owner, id string) (*liveSession, *apiError) {
+	ls, err := s.findSession(ctx, owner, id)
+	switch {
+	case errors.Is(err, errSessionEnded):
+		return nil, sessionExpired()
+	case err != nil:
+		return nil, notFound("session", id)
+	}
+	return ls, nil
 }
 
 func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
@@ -233,9 +251,9 @@ func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request, owner 
 
 func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	id := r.PathValue("id")
-	ls, e := s.liveSession(r.Context(), owner, id)
-	if e != nil && e.Code != "session_expired" {
-		return e
+	ls, err := s.findSession(r.Context(), owner, id)
+	if err != nil && !errors.Is(err, errSessionEnded) {
+		return notFound("session", id)
 	}
 	if ls != nil {
 		s.endSession(ls, "deleted")
@@ -299,7 +317,7 @@ type fileJSON struct {
 
 func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	id := r.PathValue("id")
-	ls, e := s.liveSession(r.Context(), owner, id)
+	ls, err := s.findSession(r.Context(), owner, id)
 	out := []fileJSON{}
 	switch {
 	case ls != nil:
@@ -310,7 +328,7 @@ func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request, owne
 		for _, f := range files {
 			out = append(out, fileJSON{Object: "session.file", Path: f.Path, Bytes: f.Bytes, MIMEType: f.MIMEType})
 		}
-	case e.Code == "session_expired":
+	case errors.Is(err, errSessionEnded):
 		files, err := s.store.ListFiles(r.Context(), owner, id)
 		if err != nil {
 			return s.internal(r, "list session files", err)
@@ -323,7 +341,7 @@ func (s *Server) handleSessionFiles(w http.ResponseWriter, r *http.Request, owne
 			}
 		}
 	default:
-		return e
+		return notFound("session", id)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
 	return nil
@@ -334,7 +352,7 @@ func (s *Server) handleSessionDownload(w http.ResponseWriter, r *http.Request, o
 	if err := executor.CheckPath(p); err != nil {
 		return inputError(err)
 	}
-	ls, e := s.liveSession(r.Context(), owner, id)
+	ls, err := s.findSession(r.Context(), owner, id)
 	if ls != nil {
 		f, size, err := ls.sess.Open(p)
 		if err != nil {
@@ -342,13 +360,13 @@ func (s *Server) handleSessionDownload(w http.ResponseWriter, r *http.Request, o
 				Message: "no regular file " + p + " in the session's /mnt/data"}
 		}
 		defer f.Close()
-		w.Header().Set("Content-Type", mimeOf(p))
+		setDownloadHeaders(w, p, mimeOf(p))
 		http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, size))
 		s.metrics.fileBytes.WithLabelValues("download").Add(float64(size))
 		return nil
 	}
-	if e.Code != "session_expired" {
-		return e
+	if !errors.Is(err, errSessionEnded) {
+		return notFound("session", id)
 	}
 	meta, err := s.store.SessionFile(r.Context(), owner, id, p)
 	if err != nil {
