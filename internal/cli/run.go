@@ -71,7 +71,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "codeexec run: --file: %v\n", err)
 			return 2
 		}
-		req.Files = append(req.Files, executor.InputFile{Path: dest, Data: data})
+		req.Files = append(req.Files, executor.DataFile(dest, data))
 	}
 	if err := checkLimits(fs, req.Limits); err != nil {
 		fmt.Fprintf(stderr, "codeexec run: %v\n", err)

@@ -62,6 +62,18 @@ type Config struct {
 	// within it, or falls 256 events behind, is dropped and its execution
 	// killed (default 10s).
 	StreamWriteTimeout time.Duration
+	// BodyReadTimeout bounds reading a JSON request body and
+	// UploadReadTimeout an upload's (defaults 30s and 10m): a client that
+	// sends slower is cut off, and what it held is free again.
+	BodyReadTimeout, UploadReadTimeout time.Duration
+	// DecodeConcurrency caps the JSON bodies read and decoded at once
+	// (default 16), each of up to MaxBodyBytes; one key may use at most
+	// half of them (and no more than KeyConcurrency).
+	DecodeConcurrency int
+	// KeyStorageMB and KeyFiles cap what one key keeps in the store
+	// (defaults 10240 MiB and 10000 files, expired files not counted).
+	KeyStorageMB int64
+	KeyFiles     int
 	// ShutdownGrace is how long running executions may finish after
 	// SIGTERM before they are killed (default 30s).
 	ShutdownGrace time.Duration
@@ -124,6 +136,8 @@ func Default() Config {
 		PoolSize: 4, DataWarmup: true, QueueSize: 64, KeyConcurrency: 16, KeySessions: 100,
 		SessionIdle: 10 * time.Minute, SessionMaxLifetime: time.Hour, FileTTL: 24 * time.Hour,
 		MaxBodyBytes: 32 << 20, MaxUploadBytes: 100 << 20, ShutdownGrace: 30 * time.Second, StreamWriteTimeout: 10 * time.Second,
+		BodyReadTimeout: 30 * time.Second, UploadReadTimeout: 10 * time.Minute, DecodeConcurrency: 16,
+		KeyStorageMB: 10 << 10, KeyFiles: 10000,
 		Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute,
 		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
 		EgressMaxBytes:  64 << 20,
@@ -201,6 +215,11 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest JSON request body")
 	fs.Int64Var(&c.MaxUploadBytes, "max-upload-bytes", c.MaxUploadBytes, "largest uploaded file")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time running executions get to finish on SIGTERM")
+	fs.DurationVar(&c.BodyReadTimeout, "body-read-timeout", c.BodyReadTimeout, "longest a client may take to send a JSON request body")
+	fs.DurationVar(&c.UploadReadTimeout, "upload-read-timeout", c.UploadReadTimeout, "longest a client may take to send an uploaded file")
+	fs.IntVar(&c.DecodeConcurrency, "decode-concurrency", c.DecodeConcurrency, "JSON request bodies read and decoded at once (one key: at most half, and at most --key-concurrency)")
+	fs.Int64Var(&c.KeyStorageMB, "key-storage-mb", c.KeyStorageMB, "MiB of stored files (uploads and outputs) per API key")
+	fs.IntVar(&c.KeyFiles, "key-files", c.KeyFiles, "stored files per API key")
 	fs.DurationVar(&c.StreamWriteTimeout, "stream-write-timeout", c.StreamWriteTimeout, "longest a client may take to accept a write (an SSE event, a response); slower clients are dropped and their executions killed")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "default wall-time limit of an execution")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", c.MaxTimeout, "largest wall-time limit a request may ask for")
@@ -289,7 +308,9 @@ func (c *Config) Validate() error {
 		"--timeout": int64(c.Timeout), "--max-timeout": int64(c.MaxTimeout), "--memory-mb": c.MemoryMB, "--max-memory-mb": c.MaxMemoryMB,
 		"--output-bytes": c.OutputBytes, "--max-output-bytes": c.MaxOutputBytes, "--session-idle": int64(c.SessionIdle),
 		"--session-max-lifetime": int64(c.SessionMaxLifetime), "--upstream-timeout": int64(c.UpstreamTimeout),
-		"--max-turns": int64(c.MaxTurns), "--tool-time-budget": int64(c.ToolTimeBudget), "--egress-max-bytes": c.EgressMaxBytes}
+		"--max-turns": int64(c.MaxTurns), "--tool-time-budget": int64(c.ToolTimeBudget), "--egress-max-bytes": c.EgressMaxBytes,
+		"--body-read-timeout": int64(c.BodyReadTimeout), "--upload-read-timeout": int64(c.UploadReadTimeout),
+		"--decode-concurrency": int64(c.DecodeConcurrency), "--key-storage-mb": c.KeyStorageMB, "--key-files": int64(c.KeyFiles)}
 	for name, v := range pos {
 		if v <= 0 {
 			bad("%s must be positive", name)

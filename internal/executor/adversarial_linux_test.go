@@ -1390,7 +1390,7 @@ print("planted")
 		for _, p := range []string{"hostlink", "link", "fifo", "sock", "hostdir/new.txt", "hostdir/newdir/new.txt",
 			"dirlink/tmp/new.txt", "rootlink/tmp/new.txt", "sub/etc/new.txt", "up/new.txt"} {
 			done := make(chan error, 1)
-			go func() { done <- s.WriteFile(context.Background(), p, []byte("PWNED")) }()
+			go func() { done <- s.WriteFile(context.Background(), DataFile(p, []byte("PWNED"))) }()
 			select {
 			case err := <-done:
 				if err == nil {
@@ -1403,7 +1403,7 @@ print("planted")
 		// Input files of a request go through the same path; the bad
 		// request is refused and the session carries on.
 		for _, p := range []string{"hostdir/in/put.txt", "hostdir/put.txt", "hostlink"} {
-			_, err = s.Execute(context.Background(), Request{Code: "print(1)", Files: []InputFile{{Path: p, Data: []byte("PWNED")}}})
+			_, err = s.Execute(context.Background(), Request{Code: "print(1)", Files: []InputFile{DataFile(p, []byte("PWNED"))}})
 			var ie *InputError
 			if !errors.As(err, &ie) {
 				t.Errorf("Execute with input file %q below a planted symlink: err = %v, want an *InputError", p, err)

@@ -129,7 +129,7 @@ func TestInputFilesChargedToSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = 96 << 20
-	if err := s.WriteFile(context.Background(), "big/input.bin", make([]byte, size)); err != nil {
+	if err := s.WriteFile(context.Background(), DataFile("big/input.bin", make([]byte, size))); err != nil {
 		t.Fatalf("WriteFile: %v", err)
 	}
 	after, err := s.c.cg.MemoryUsage()
@@ -140,13 +140,13 @@ func TestInputFilesChargedToSandbox(t *testing.T) {
 		t.Errorf("the sandbox's cgroup grew by %d bytes after a %d-byte file was placed, want at least that", after-before, size)
 	}
 	res, err := s.Execute(context.Background(), Request{Code: `import os; print(os.path.getsize("/mnt/data/big/input.bin"), os.stat("/mnt/data/big/input.bin").st_uid == os.getuid())`,
-		Files: []InputFile{{Path: "small.txt", Data: []byte("hi")}}})
+		Files: []InputFile{DataFile("small.txt", []byte("hi"))}})
 	if err != nil || res.Stdout != fmt.Sprintf("%d True\n", size) {
 		t.Fatalf("Execute: %v, %+v", err, res)
 	}
 	// Over the memory limit: refused before anything is sent.
 	_, err = e.Execute(context.Background(), Request{Code: "print(1)", Limits: Limits{MemoryBytes: 64 << 20},
-		Files: []InputFile{{Path: "huge.bin", Data: make([]byte, 64<<20)}}})
+		Files: []InputFile{DataFile("huge.bin", make([]byte, 64<<20))}})
 	var ie *InputError
 	if !errors.As(err, &ie) || !strings.Contains(ie.Msg, "memory limit") {
 		t.Errorf("Execute with files over the memory limit: %v, want an *InputError about the memory limit", err)

@@ -8,6 +8,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,11 +73,25 @@ var MaxLimits = Limits{
 	CPUMillis:   2000,
 }
 
-// InputFile is a file placed in /mnt/data before the code runs.
+// InputFile is a file placed in /mnt/data before the code runs. Its
+// content is streamed into the sandbox, never held whole by the executor:
+// a stored file goes from its store to the sandbox.
 type InputFile struct {
 	// Path is relative to /mnt/data; see CheckPath.
 	Path string
-	Data []byte
+	// Size is the content's length in bytes.
+	Size int64
+	// Open opens the content, which must hold at least Size bytes (only
+	// Size are read). It is called once, when the file is placed, before
+	// anything of the request's files is sent.
+	Open func() (io.ReadCloser, error)
+}
+
+// DataFile is the InputFile whose content is data.
+func DataFile(path string, data []byte) InputFile {
+	return InputFile{Path: path, Size: int64(len(data)), Open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}}
 }
 
 // File describes a file the code created or changed in /mnt/data.
@@ -85,10 +100,15 @@ type File struct {
 	Path     string `json:"path"`
 	Bytes    int64  `json:"bytes"`
 	MIMEType string `json:"mime_type"`
+	// Error says why the FileSink did not store the file (ID is then
+	// empty): its error's text.
+	Error string `json:"error,omitempty"`
 }
 
 // FileSink stores files that an execution produced. Put reads exactly size
-// bytes from r and returns an id the file can be fetched by.
+// bytes from r and returns an id the file can be fetched by. The text of
+// its error is shown to the user (File.Error): it must say what the user
+// can do, and hold nothing internal.
 type FileSink interface {
 	Put(ctx context.Context, path string, size int64, r io.Reader) (id string, err error)
 }

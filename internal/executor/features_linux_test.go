@@ -149,7 +149,7 @@ df = pd.read_csv("in/data.csv")
 df["double"] = df["x"] * 2
 df.to_csv("out.csv", index=False)
 open("untouched.txt").read()`,
-		Files: []InputFile{{Path: "in/data.csv", Data: []byte("x\n1\n2\n")}, {Path: "untouched.txt", Data: []byte("same")}},
+		Files: []InputFile{DataFile("in/data.csv", []byte("x\n1\n2\n")), DataFile("untouched.txt", []byte("same"))},
 		Sink:  sink,
 	})
 	if err != nil || r.Status != StatusOK {

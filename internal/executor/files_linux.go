@@ -80,13 +80,32 @@ func (c *child) place(ctx context.Context, files []InputFile, l Limits) error {
 		if err := CheckPath(f.Path); err != nil {
 			return err
 		}
-		put.Files = append(put.Files, python.PutFile{Path: f.Path, Bytes: int64(len(f.Data))})
-		total += int64(len(f.Data))
+		if f.Size < 0 || f.Open == nil {
+			return fmt.Errorf("input file %s: no content", f.Path)
+		}
+		put.Files = append(put.Files, python.PutFile{Path: f.Path, Bytes: f.Size})
+		total += f.Size
 	}
 	// tmpfs pages count against the memory limit: more would only get
 	// the sandbox OOM-killed while it writes them.
 	if room := l.MemoryBytes - placeReserve; total > room {
 		return &InputError{"files", fmt.Sprintf("input files of %d MiB do not fit the sandbox's memory limit of %d MiB", total>>20, l.MemoryBytes>>20)}
+	}
+	// Open every content before sending any: once the put frame is sent,
+	// a failure leaves the stream out of step and costs the child (and a
+	// session its process).
+	contents := make([]io.ReadCloser, 0, len(files))
+	defer func() {
+		for _, rc := range contents {
+			rc.Close()
+		}
+	}()
+	for _, f := range files {
+		rc, err := f.Open()
+		if err != nil {
+			return fmt.Errorf("open input file %s: %w", f.Path, err)
+		}
+		contents = append(contents, rc)
 	}
 	c.budget.Store(64 << 10)
 	c.open.Store(true)
@@ -96,11 +115,15 @@ func (c *child) place(ctx context.Context, files []InputFile, l Limits) error {
 	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Now()) })
 	defer stop()
 	err := python.WriteFrame(c.conn, put)
-	for _, f := range files {
+	for i, f := range files {
 		if err != nil {
 			break
 		}
-		_, err = c.conn.Write(f.Data)
+		var n int64
+		n, err = io.CopyN(c.conn, contents[i], f.Size)
+		if err == io.EOF {
+			err = fmt.Errorf("input file %s ended after %d of its %d bytes", f.Path, n, f.Size)
+		}
 	}
 	if err != nil {
 		c.kill() // the stream is out of step: the child is of no further use
@@ -209,8 +232,7 @@ func (c *child) collect(ctx context.Context, before map[string]fileState, sink F
 		if sink != nil {
 			id, err := c.storeFile(ctx, p, sink)
 			if err != nil {
-				c.p.log.Warn("store output file", "err", err, "sandbox_id", c.id)
-				continue
+				f.Error = "not stored: " + err.Error()
 			}
 			f.ID = id
 		}
@@ -222,7 +244,8 @@ func (c *child) collect(ctx context.Context, before map[string]fileState, sink F
 func (c *child) storeFile(ctx context.Context, p string, sink FileSink) (string, error) {
 	f, size, err := openRegular(c.data, p)
 	if err != nil {
-		return "", err
+		c.p.log.Warn("open output file", "err", err, "sandbox_id", c.id)
+		return "", errors.New("it changed or went while it was being stored")
 	}
 	defer f.Close()
 	return sink.Put(ctx, p, size, io.LimitReader(f, size))

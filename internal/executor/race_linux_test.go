@@ -23,7 +23,7 @@ func TestSessionFilesRaceEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("NewSession: %v", err)
 		}
-		if err := s.WriteFile(context.Background(), "mine.txt", fmt.Appendf(nil, "%d", i)); err != nil {
+		if err := s.WriteFile(context.Background(), DataFile("mine.txt", fmt.Appendf(nil, "%d", i))); err != nil {
 			t.Fatalf("WriteFile: %v", err)
 		}
 		return s

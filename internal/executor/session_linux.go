@@ -151,8 +151,8 @@ func (s *Session) Open(path string) (*os.File, int64, error) {
 // WriteFile places a file in the session's /mnt/data, waiting while ctx
 // allows for a running execution to end: the session's process writes it
 // (see child.place). A file that cannot be placed is an *InputError.
-func (s *Session) WriteFile(ctx context.Context, path string, data []byte) error {
-	if err := CheckPath(path); err != nil {
+func (s *Session) WriteFile(ctx context.Context, f InputFile) error {
+	if err := CheckPath(f.Path); err != nil {
 		return err
 	}
 	select {
@@ -173,7 +173,7 @@ func (s *Session) WriteFile(ctx context.Context, path string, data []byte) error
 		return err
 	}
 	l.MemoryBytes = s.c.limits.MemoryBytes // what its cgroup holds now
-	err = s.c.place(ctx, []InputFile{{Path: path, Data: data}}, l)
+	err = s.c.place(ctx, []InputFile{f}, l)
 	if !s.c.alive() {
 		s.end(s.c.endErr())
 	}

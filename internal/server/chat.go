@@ -120,39 +120,35 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 			}
 			sb.live = ls
 		}
-		paths := map[string]string{}
 		ids := make([]inputFile, len(req.FileIDs))
 		for i, id := range req.FileIDs {
 			ids[i].FileID = id
 		}
-		if e := s.checkInputBytes(r.Context(), ids, owner); e != nil {
+		files, e := s.inputFiles(r.Context(), owner, ids, func(int) string { return "messages" })
+		if e != nil {
 			return e
 		}
-		for _, id := range req.FileIDs {
-			meta, err := s.store.File(r.Context(), owner, id)
-			if err != nil {
-				return notFound("file", id)
+		if err := sb.place(r.Context(), files); err != nil {
+			var ae *apiError
+			switch {
+			case errors.As(err, &ae):
+				return ae
+			case inputError(err) != nil:
+				return inputError(err)
+			case errors.Is(err, executor.ErrSessionEnded):
+				return sessionExpired()
+			case errors.Is(err, executor.ErrCapacity):
+				s.metrics.rejected.WithLabelValues("capacity").Inc()
+				return atCapacity()
+			case isGone(r.Context(), err):
+				return nil
 			}
-			rc, _, err := s.store.OpenFile(r.Context(), owner, id)
-			if err != nil {
-				return notFound("file", id)
-			}
-			content, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil {
-				return s.internal(r, "read attached file", err)
-			}
-			if err := executor.CheckPath(meta.Filename); err != nil {
-				return invalid("messages", "attached file %s has an unusable name", id)
-			}
-			if err := sb.put(r.Context(), meta.Filename, content); err != nil {
-				if ae := inputError(err); ae != nil {
-					return ae
-				}
-				return s.internal(r, "place attached file", err)
-			}
-			paths[id] = meta.Filename
-			fileNames = append(fileNames, meta.Filename)
+			return s.internal(r, "place attached file", err)
+		}
+		paths := map[string]string{}
+		for i, f := range files {
+			paths[req.FileIDs[i]] = f.Path
+			fileNames = append(fileNames, f.Path)
 		}
 		req.PlaceFiles(paths)
 	}
@@ -267,12 +263,25 @@ func (c *chatSandbox) session(ctx context.Context) (*executor.Session, string, e
 	return c.own, "", nil
 }
 
-func (c *chatSandbox) put(ctx context.Context, path string, data []byte) error {
-	sess, _, err := c.session(ctx)
-	if err != nil {
-		return err
+// place puts the attached files in the request's session, admitted like
+// an execution since it may make the session's process.
+func (c *chatSandbox) place(ctx context.Context, files []executor.InputFile) error {
+	if len(files) == 0 {
+		return nil
 	}
-	return sess.WriteFile(ctx, path, data)
+	release, e := c.s.admit(c.owner)
+	if e != nil {
+		return e
+	}
+	defer release()
+	sess, _, err := c.session(ctx)
+	for _, f := range files {
+		if err != nil {
+			break
+		}
+		err = sess.WriteFile(ctx, f)
+	}
+	return err
 }
 
 // Run implements toolloop.Sandbox.

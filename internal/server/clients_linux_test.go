@@ -1,10 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"runtime"
@@ -239,4 +242,254 @@ func TestDownloadsAreNotPages(t *testing.T) {
 	}
 	check("ended session html", "/v1/sessions/"+id+"/files/evil.html")
 	check("ended session svg", "/v1/sessions/"+id+"/files/evil.svg")
+}
+
+// TestInputFilesStreamed: a stored file goes from the store to the
+// sandbox, and an upload to a session from the body to the store and the
+// sandbox, without the server ever holding the content: what the server
+// allocates for each is far below the file's size.
+func TestInputFilesStreamed(t *testing.T) {
+	s := startService(t, nil)
+	const size = 48 << 20
+	f := upload(t, s, keyA, "big.bin", strings.Repeat("x", size))
+	_, sess := s.call("POST", "/v1/sessions", keyA, map[string]any{})
+	sid, _ := sess["id"].(string)
+	check := fmt.Sprintf("import os\nprint(sorted((n, os.path.getsize('/mnt/data/'+n)) for n in os.listdir('/mnt/data') if n.startswith('in')))\n")
+	want := func(names ...string) string {
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("('%s', %d)", n, size))
+		}
+		return "[" + strings.Join(parts, ", ") + "]\n"
+	}
+	measure := func(name string, do func() (int, map[string]any), wantOut string) {
+		t.Helper()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		st, res := do()
+		runtime.ReadMemStats(&after)
+		if st != 200 || (wantOut != "" && res["stdout"] != wantOut) {
+			t.Errorf("%s = %d %v, want stdout %q", name, st, res, wantOut)
+		}
+		grew := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: the server allocated %d MiB for %d MiB of input", name, grew>>20, size>>20)
+		if grew > size/2 {
+			t.Errorf("%s: the server allocated %d MiB for a %d MiB file: it holds the content", name, grew>>20, size>>20)
+		}
+	}
+	measure("execute with a stored file twice", func() (int, map[string]any) {
+		return s.call("POST", "/v1/execute", keyA, map[string]any{"code": check,
+			"files": []map[string]any{{"file_id": f["id"], "path": "in1.bin"}, {"file_id": f["id"], "path": "in2.bin"}}})
+	}, want("in1.bin", "in2.bin"))
+	measure("session execute with a stored file", func() (int, map[string]any) {
+		return s.call("POST", "/v1/sessions/"+sid+"/execute", keyA, map[string]any{"code": check,
+			"files": []map[string]any{{"file_id": f["id"], "path": "in1.bin"}}})
+	}, want("in1.bin"))
+	measure("upload to a session", func() (int, map[string]any) {
+		req, _ := http.NewRequest("PUT", s.url+"/v1/sessions/"+sid+"/files/in2.bin", io.LimitReader(zeros{}, size))
+		req.ContentLength = size
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}, "")
+	if st, res := s.call("POST", "/v1/sessions/"+sid+"/execute", keyA, map[string]any{"code": check}); st != 200 || res["stdout"] != want("in1.bin", "in2.bin") {
+		t.Errorf("session files after the upload = %d %v", st, res)
+	}
+	// The session's copies are kept: downloadable once it ended.
+	s.call("DELETE", "/v1/sessions/"+sid, keyA, nil)
+	for _, p := range []string{"in1.bin", "in2.bin"} {
+		resp := s.do("GET", "/v1/sessions/"+sid+"/files/"+p, keyA, nil)
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != size {
+			t.Errorf("ended session's %s = %d, %d bytes, want 200 and %d", p, resp.StatusCode, n, size)
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestSlowBodies: a client that sends its body slowly (or never) is cut
+// off after --body-read-timeout, and while it sends it holds one place
+// for bodies being decoded: one key may not take them all.
+func TestSlowBodies(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.BodyReadTimeout = time.Second; c.DecodeConcurrency = 2 })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"code\": ", keyA)
+	// While it holds its key's one place, the key's next body waits and
+	// is refused as busy; another key is served.
+	var st int
+	var body map[string]any
+	for range 50 {
+		if st, body = s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"}); st == 429 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the slow request may not be read yet
+	}
+	if _, code, _ := errOf(body); st != 429 || code != "busy" {
+		t.Errorf("a second body of the key while one is being read = %d %v, want 429 busy", st, body)
+	}
+	if st, body := s.call("POST", "/v1/execute", keyB, map[string]any{"code": "print(1)"}); st != 200 {
+		t.Errorf("another key's execution = %d %v, want 200", st, body)
+	}
+	// The slow body is cut off and answered.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the client that never finished its body got no answer: %v", err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(data), "body_timeout") {
+		t.Errorf("the slow body was answered %d %s, want 408 body_timeout", resp.StatusCode, data)
+	}
+	if st, body := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"}); st != 200 {
+		t.Errorf("the key's execution after the slow body ended = %d %v, want 200", st, body)
+	}
+}
+
+// TestSlowHeaders: a client that never finishes its headers is cut off.
+func TestSlowHeaders(t *testing.T) {
+	s := startService(t, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\n")
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	n, err := io.Copy(io.Discard, conn)
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		t.Fatalf("the connection of a client that never finished its headers is still open after 60 s")
+	}
+	t.Logf("closed after %d bytes: %v", n, err)
+}
+
+// TestSlowReaderGivesBackAdmission: a client that does not read its
+// result does not keep its admission: with one execution allowed per
+// key, the key's next execution runs while the first result is still
+// being written.
+func TestSlowReaderGivesBackAdmission(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.KeyConcurrency = 1; c.StreamWriteTimeout = 2 * time.Minute })
+	body, _ := json.Marshal(map[string]any{"code": "print('x' * (12 << 20))", "output_limit_bytes": 16 << 20})
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return err
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", keyA, len(body), body)
+	// Never read. Until its execution is over the key's next one is
+	// refused; after, it must run although the first result is unread.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"})
+		if st == 200 {
+			break
+		}
+		if _, code, _ := errOf(res); st != 429 || code != "concurrency_limit" {
+			t.Fatalf("the key's second execution = %d %v, want 200 or, while the first runs, 429 concurrency_limit", st, res)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the key's second execution is still refused 30 s later: the unread result keeps the admission")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStorageQuota: what one key stores is bounded in files and bytes;
+// an execution whose outputs would pass the quota says so per file in
+// its result, and the files already stored stay intact.
+func TestStorageQuota(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.KeyFiles = 3; c.KeyStorageMB = 1 })
+	first := upload(t, s, keyA, "first.txt", "one")
+	upload(t, s, keyA, "second.txt", "two")
+	st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "for n in 'abc':\n    open(f'/mnt/data/{n}.txt', 'w').write(n)\n"})
+	if st != 200 || res["status"] != "ok" {
+		t.Fatalf("execute = %d %v", st, res)
+	}
+	files, _ := res["files"].([]any)
+	stored, refused := 0, 0
+	for _, f := range files {
+		f, _ := f.(map[string]any)
+		id, _ := f["id"].(string)
+		msg, _ := f["error"].(string)
+		switch {
+		case id != "" && msg == "":
+			stored++
+		case id == "" && strings.Contains(msg, "quota"):
+			refused++
+		default:
+			t.Errorf("output file %v: want an id, or no id and an error about the quota", f)
+		}
+	}
+	if stored != 1 || refused != 2 {
+		t.Errorf("outputs at a quota of 3 files with 2 stored: %d stored, %d refused, want 1 and 2 (%v)", stored, refused, files)
+	}
+	resp := s.do("GET", "/v1/files/"+fmt.Sprint(first["id"])+"/content", keyA, nil)
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(data) != "one" {
+		t.Errorf("a file stored before the quota was reached = %d %q, want it intact", resp.StatusCode, data)
+	}
+	// Uploads are refused with a clear error; another key is not.
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	fw, _ := mw.CreateFormFile("file", "more.txt")
+	fw.Write([]byte("more"))
+	mw.Close()
+	req, _ := http.NewRequest("POST", s.url+"/v1/files", &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+keyA)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(data), "storage_quota") {
+		t.Errorf("upload past the quota = %d %s, want 413 storage_quota", resp.StatusCode, data)
+	}
+	upload(t, s, keyB, "theirs.txt", "fine")
+	// Deleting a file makes room; a file larger than the bytes left is
+	// refused too.
+	if st, res := s.call("DELETE", "/v1/files/"+fmt.Sprint(first["id"]), keyA, nil); st != 200 {
+		t.Fatalf("delete = %d %v", st, res)
+	}
+	upload(t, s, keyA, "again.txt", "fits")
+	if st, res := s.call("DELETE", "/v1/files/"+fmt.Sprint(upload(t, s, keyB, "x", "x")["id"]), keyB, nil); st != 200 {
+		t.Fatalf("delete = %d %v", st, res)
+	}
+	_, sess := s.call("POST", "/v1/sessions", keyB, map[string]any{})
+	sid, _ := sess["id"].(string)
+	req, _ = http.NewRequest("PUT", s.url+"/v1/sessions/"+sid+"/files/big.bin", io.LimitReader(zeros{}, 2<<20))
+	req.ContentLength = 2 << 20
+	req.Header.Set("Authorization", "Bearer "+keyB)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(data), "storage_quota") {
+		t.Errorf("a 2 MiB upload to a session at a quota of 1 MiB = %d %s, want 413 storage_quota", resp.StatusCode, data)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,7 +14,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"codeexec/internal/config"
 )
+
+// decodeServer is a server of the default configuration, for its decode.
+var decodeServer = New(config.Default(), nil, nil, slog.New(slog.DiscardHandler))
+
+// decode runs the server's decode for a client without a key.
+func decode(r *http.Request, v any) *apiError { return decodeServer.decode(r, "", v) }
 
 // decodeBody runs decode on a POST /v1/execute request carrying body.
 func decodeBody(body string, v any) *apiError {

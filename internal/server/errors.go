@@ -1,14 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 )
 
 // apiError is an error in OpenAI's shape. Message is what the client sees;
@@ -49,50 +47,6 @@ func writeError(w http.ResponseWriter, e *apiError) {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, e.Status, map[string]any{"error": e})
-}
-
-// decode reads a JSON body strictly into v: unknown fields, wrong types,
-// trailing data and bodies over the limit are client errors naming the
-// field.
-func decode(r *http.Request, v any) *apiError {
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-				Message: fmt.Sprintf("request body is over the limit of %d bytes", mbe.Limit)}
-		}
-		return invalid("", "cannot read request body")
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return invalid("", "request body is empty; send a JSON object")
-	}
-	// encoding/json silently turns invalid UTF-8 into U+FFFD: refuse it,
-	// naming the field that holds it.
-	if !utf8.Valid(data) {
-		var fields map[string]json.RawMessage
-		if json.Unmarshal(data, &fields) == nil {
-			for name, raw := range fields {
-				if !utf8.Valid(raw) {
-					return invalid(name, "%s is not valid UTF-8", name)
-				}
-			}
-		}
-		return invalid("", "request body is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if dec.More() {
-		return invalid("", "unexpected data after the JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		return invalid("", "unexpected data after the JSON object")
-	}
-	return nil
 }
 
 func jsonError(err error) *apiError {

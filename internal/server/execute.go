@@ -76,78 +76,88 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 	if e := s.network(body, &req); e != nil {
 		return req, e
 	}
-	if len(body.Files) > 1000 {
-		return req, invalid("files", "at most 1000 files per request")
-	}
-	if e := s.checkInputBytes(ctx, body.Files, owner); e != nil {
+	files, e := s.inputFiles(ctx, owner, body.Files, func(i int) string { return fmt.Sprintf("files[%d]", i) })
+	if e != nil {
 		return req, e
 	}
-	for i, f := range body.Files {
-		param := fmt.Sprintf("files[%d]", i)
-		switch {
-		case f.ContentBase64 != nil && f.FileID != "":
-			return req, invalid(param, "%s: give content_base64 or file_id, not both", param)
-		case f.ContentBase64 != nil:
-			if err := executor.CheckPath(f.Path); err != nil {
-				return req, invalid(param+".path", "%s: %v", param, err)
-			}
-			data, err := base64.StdEncoding.DecodeString(*f.ContentBase64)
-			if err != nil {
-				return req, invalid(param+".content_base64", "%s.content_base64 is not valid base64", param)
-			}
-			req.Files = append(req.Files, executor.InputFile{Path: f.Path, Data: data})
-		case f.FileID != "":
-			meta, err := s.store.File(ctx, owner, f.FileID)
-			if err != nil {
-				return req, notFound("file", f.FileID)
-			}
-			p := f.Path
-			if p == "" {
-				p = meta.Filename
-			}
-			if err := executor.CheckPath(p); err != nil {
-				return req, invalid(param+".path", "%s: %v", param, err)
-			}
-			rc, _, err := s.store.OpenFile(ctx, owner, f.FileID)
-			if err != nil {
-				return req, notFound("file", f.FileID)
-			}
-			data, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil {
-				return req, &apiError{Status: 500, Type: "server_error", Message: "cannot read file " + f.FileID}
-			}
-			req.Files = append(req.Files, executor.InputFile{Path: p, Data: data})
-		default:
-			return req, invalid(param, "%s needs content_base64 or file_id", param)
-		}
-	}
+	req.Files = files
 	return req, nil
 }
 
-// checkInputBytes adds up, from their metadata and before any is read or
-// decoded, the bytes of a request's input files, and refuses more than a
-// sandbox's work directory holds: a small body naming one large stored
-// file many times must not make the server read it many times.
-func (s *Server) checkInputBytes(ctx context.Context, files []inputFile, owner string) *apiError {
+// maxInputFiles is how many input files one request may name.
+const maxInputFiles = 1000
+
+// inputFiles checks the input files of a request of owner (execute, a
+// session's execute, a chat's attachments) and makes them
+// executor.InputFiles; param names the i-th in errors. It adds up their
+// bytes from metadata before anything is read or decoded, and refuses
+// more than a sandbox's work directory holds: a small body naming one
+// large stored file many times must not make the server read it many
+// times. A stored file is streamed from the store into the sandbox when
+// it is placed, never held in memory.
+func (s *Server) inputFiles(ctx context.Context, owner string, files []inputFile, param func(int) string) ([]executor.InputFile, *apiError) {
+	if len(files) > maxInputFiles {
+		return nil, invalid(param(0), "at most %d files per request", maxInputFiles)
+	}
 	max := s.exec.Config().WorkdirBytes
 	var total int64
+	metas := make([]store.File, len(files))
 	for i, f := range files {
 		switch {
+		case f.ContentBase64 != nil && f.FileID != "":
+			return nil, invalid(param(i), "%s: give content_base64 or file_id, not both", param(i))
 		case f.ContentBase64 != nil:
 			total += int64(base64.StdEncoding.DecodedLen(len(*f.ContentBase64)))
 		case f.FileID != "":
 			meta, err := s.store.File(ctx, owner, f.FileID)
 			if err != nil {
-				return notFound("file", f.FileID)
+				return nil, notFound("file", f.FileID)
 			}
+			metas[i] = meta
 			total += meta.Bytes
+		default:
+			return nil, invalid(param(i), "%s needs content_base64 or file_id", param(i))
 		}
 		if total > max {
-			return invalid(fmt.Sprintf("files[%d]", i), "the input files add up to more than a sandbox's work directory holds (%d MiB)", max>>20)
+			return nil, invalid(param(i), "the input files add up to more than a sandbox's work directory holds (%d MiB)", max>>20)
 		}
 	}
-	return nil
+	out := make([]executor.InputFile, 0, len(files))
+	for i, f := range files {
+		p := f.Path
+		if p == "" && f.FileID != "" {
+			p = metas[i].Filename
+		}
+		if err := executor.CheckPath(p); err != nil {
+			return nil, invalid(param(i)+".path", "%s: %v", param(i), err)
+		}
+		if f.ContentBase64 == nil {
+			out = append(out, s.storedFile(ctx, p, metas[i]))
+			continue
+		}
+		data, err := base64.StdEncoding.DecodeString(*f.ContentBase64)
+		if err != nil {
+			return nil, invalid(param(i)+".content_base64", "%s.content_base64 is not valid base64", param(i))
+		}
+		out = append(out, executor.DataFile(p, data))
+	}
+	return out, nil
+}
+
+// storedFile is the InputFile at path p whose content is the stored file
+// meta, read from the store as it is placed.
+func (s *Server) storedFile(ctx context.Context, p string, meta store.File) executor.InputFile {
+	return executor.InputFile{Path: p, Size: meta.Bytes, Open: func() (io.ReadCloser, error) {
+		rc, _, err := s.store.OpenFile(ctx, meta.Owner, meta.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &executor.InputError{Param: "files", Msg: "file " + meta.ID + " was deleted before it could be placed"}
+		}
+		if err != nil {
+			s.log.Error("open input file", "file_id", meta.ID, "err", err)
+			return nil, fmt.Errorf("the store cannot read file %s", meta.ID)
+		}
+		return rc, nil
+	}}
 }
 
 func inputError(err error) *apiError {
@@ -171,17 +181,38 @@ func (k storeSink) Put(ctx context.Context, path string, size int64, r io.Reader
 	if k.s.cfg.FileTTL > 0 {
 		f.ExpiresAt = time.Now().Add(k.s.cfg.FileTTL)
 	}
-	f, err := k.s.store.PutFile(ctx, f, r, k.s.cfg.MaxUploadBytes)
-	if err != nil {
-		return "", err
+	f, err := k.s.putFile(ctx, f, r)
+	switch {
+	case errors.Is(err, store.ErrQuota):
+		return "", errors.New(k.s.quotaFull().Message)
+	case errors.Is(err, store.ErrTooLarge):
+		return "", fmt.Errorf("it is over the limit of %d MiB for a stored file", k.s.cfg.MaxUploadBytes>>20)
+	case err != nil:
+		k.s.log.Error("store output file", "err", err)
+		return "", errors.New("the server could not store it")
 	}
 	k.s.metrics.fileBytes.WithLabelValues("generated").Add(float64(f.Bytes))
 	return f.ID, nil
 }
 
+// putFile stores a file of f.Owner read from r, within the upload limit
+// and the owner's storage quota (store.ErrTooLarge, store.ErrQuota).
+func (s *Server) putFile(ctx context.Context, f store.File, r io.Reader) (store.File, error) {
+	return s.store.PutFile(ctx, f, r, store.Limits{MaxBytes: s.cfg.MaxUploadBytes,
+		OwnerBytes: s.cfg.KeyStorageMB << 20, OwnerFiles: s.cfg.KeyFiles})
+}
+
+// quotaFull answers a file that would take its key past its storage
+// quota.
+func (s *Server) quotaFull() *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "storage_quota",
+		Message: fmt.Sprintf("this API key's stored files would exceed its quota of %d files and %d MiB; delete files (DELETE /v1/files/{id}) or wait for them to expire",
+			s.cfg.KeyFiles, s.cfg.KeyStorageMB)}
+}
+
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	var body execRequest
-	if e := decode(r, &body); e != nil {
+	if e := s.decode(r, owner, &body); e != nil {
 		return e
 	}
 	if body.SessionID != nil {
@@ -191,17 +222,19 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request, owner str
 		}
 		return s.runInSession(w, r, owner, ls, &body)
 	}
-	req, e := s.toRequest(r.Context(), &body, owner)
-	if e != nil {
-		return e
-	}
-	req.Sink = storeSink{s: s, owner: owner}
+	// Admitted before the request is built: what building costs (reading
+	// metadata, decoding inline files) is only paid within the limits.
 	release, e := s.admit(owner)
 	if e != nil {
 		return e
 	}
 	defer release()
-	return s.run(w, r, &req, body.Stream, func(ctx context.Context) (*executor.Result, error) {
+	req, e := s.toRequest(r.Context(), &body, owner)
+	if e != nil {
+		return e
+	}
+	req.Sink = storeSink{s: s, owner: owner}
+	return s.run(w, r, &req, body.Stream, release, func(ctx context.Context) (*executor.Result, error) {
 		queued := time.Now()
 		res, err := s.exec.Execute(ctx, req)
 		if res != nil {
@@ -212,7 +245,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request, owner str
 }
 
 // admit enforces the bounded queue and the per-key concurrency; release
-// must be called when the execution is over.
+// must be called when the execution is over, and may be called again.
 func (s *Server) admit(owner string) (release func(), e *apiError) {
 	if n := s.inflight.Add(1); n > int64(s.cfg.PoolSize+s.cfg.QueueSize) {
 		s.inflight.Add(-1)
@@ -230,14 +263,14 @@ func (s *Server) admit(owner string) (release func(), e *apiError) {
 	}
 	s.perKey[owner]++
 	s.mu.Unlock()
-	return func() {
+	return sync.OnceFunc(func() {
 		s.mu.Lock()
 		if s.perKey[owner]--; s.perKey[owner] <= 0 {
 			delete(s.perKey, owner)
 		}
 		s.mu.Unlock()
 		s.inflight.Add(-1)
-	}, nil
+	}), nil
 }
 
 // streamQueue is how many events a streaming client may fall behind
@@ -252,8 +285,10 @@ var errClientBehind = errors.New("the client did not read its stream in time")
 // is set, as Server-Sent Events. Events go through a bounded queue to a
 // writer of their own, each write with a deadline: a client that does not
 // read can never block the execution, and one that falls behind is
-// dropped and its execution killed.
-func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Request, stream bool, do func(context.Context) (*executor.Result, error)) *apiError {
+// dropped and its execution killed. released is called once the
+// execution is over, before the result is written: a client slow to read
+// its result does not keep its admission.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Request, stream bool, released func(), do func(context.Context) (*executor.Result, error)) *apiError {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
@@ -290,6 +325,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *executor.Reque
 		}
 	}
 	res, err := do(ctx)
+	released()
 	drain() // the last events follow every queued one
 	if err != nil {
 		if r.Context().Err() != nil {

@@ -80,9 +80,12 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, owner stri
 			if s.cfg.FileTTL > 0 {
 				f.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 			}
-			f, err := s.store.PutFile(r.Context(), f, part, s.cfg.MaxUploadBytes)
+			f, err := s.putFile(r.Context(), f, part)
 			if err != nil {
 				var mbe *http.MaxBytesError
+				if errors.Is(err, store.ErrQuota) {
+					return s.quotaFull()
+				}
 				if errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe) {
 					return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "file_too_large",
 						Message: "the file is over the upload limit"}

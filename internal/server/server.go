@@ -47,6 +47,10 @@ type Server struct {
 	// sessionsOf counts each owner's live and reserved sessions.
 	sessionsOf map[string]int
 	sessions   map[string]*liveSession
+	// decoding holds a token per JSON body being read and decoded;
+	// decodingOf counts them per owner (see decodePlace).
+	decoding   chan struct{}
+	decodingOf map[string]int
 	wg         sync.WaitGroup // session reapers
 }
 
@@ -54,7 +58,8 @@ type Server struct {
 // Close.
 func New(cfg config.Config, exec *executor.Executor, st *store.Store, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, exec: exec, store: st, log: log, mux: http.NewServeMux(),
-		keys: map[string]string{}, perKey: map[string]int{}, sessionsOf: map[string]int{}, sessions: map[string]*liveSession{}}
+		keys: map[string]string{}, perKey: map[string]int{}, sessionsOf: map[string]int{}, sessions: map[string]*liveSession{},
+		decoding: make(chan struct{}, cfg.DecodeConcurrency), decodingOf: map[string]int{}}
 	for _, k := range cfg.APIKeys {
 		sum := sha256.Sum256([]byte(k))
 		s.keys[hex.EncodeToString(sum[:])] = "key_" + hex.EncodeToString(sum[:8])
@@ -67,14 +72,14 @@ func New(cfg config.Config, exec *executor.Executor, st *store.Store, log *slog.
 
 func (s *Server) routes() {
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
-		s.mux.Handle(pattern, s.authed(s.cfg.MaxBodyBytes, h))
+		s.mux.Handle(pattern, s.authed(s.cfg.MaxBodyBytes, s.cfg.BodyReadTimeout, h))
 	}
 	// Only the endpoints that take a file's content get the larger limit
 	// (the file plus room for the multipart framing), by route and never
 	// by the Content-Type a client claims: a JSON endpoint reads its body
 	// whole.
 	upload := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
-		s.mux.Handle(pattern, s.authed(s.cfg.MaxUploadBytes+1<<20, h))
+		s.mux.Handle(pattern, s.authed(s.cfg.MaxUploadBytes+1<<20, s.cfg.UploadReadTimeout, h))
 	}
 	api("POST /v1/execute", s.handleExecute)
 	api("POST /v1/sessions", s.handleCreateSession)
@@ -172,9 +177,10 @@ func (r *statusRecorder) Flush() {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// authed checks the bearer key and limits the body to limit bytes, then
-// calls h with the caller's owner id ("" when no keys are configured).
-func (s *Server) authed(limit int64, h func(http.ResponseWriter, *http.Request, string) *apiError) http.Handler {
+// authed checks the bearer key and limits the body to limit bytes read
+// within timeout, then calls h with the caller's owner id ("" when no
+// keys are configured).
+func (s *Server) authed(limit int64, timeout time.Duration, h func(http.ResponseWriter, *http.Request, string) *apiError) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		owner, ok := s.owner(r)
 		if !ok {
@@ -183,7 +189,7 @@ func (s *Server) authed(limit int64, h func(http.ResponseWriter, *http.Request, 
 				Message: "missing or invalid API key: send Authorization: Bearer <key>"})
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		limitBody(w, r, limit, timeout)
 		if e := h(w, r, owner); e != nil {
 			if e.Status >= 500 {
 				s.log.Error("request failed", "request_id", r.Context().Value(requestIDKey), "err", e.Message)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -87,7 +86,7 @@ type createSessionRequest struct {
 func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	var body createSessionRequest
 	if r.ContentLength != 0 {
-		if e := decode(r, &body); e != nil {
+		if e := s.decode(r, owner, &body); e != nil {
 			return e
 		}
 	}
@@ -264,7 +263,7 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request, own
 
 func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	var body execRequest
-	if e := decode(r, &body); e != nil {
+	if e := s.decode(r, owner, &body); e != nil {
 		return e
 	}
 	if body.SessionID != nil && *body.SessionID != r.PathValue("id") {
@@ -281,6 +280,11 @@ func (s *Server) runInSession(w http.ResponseWriter, r *http.Request, owner stri
 	if body.MemoryLimitMB == nil && ls.memoryMB > 0 {
 		body.MemoryLimitMB = &ls.memoryMB
 	}
+	release, e := s.admit(owner)
+	if e != nil {
+		return e
+	}
+	defer release()
 	req, e := s.toRequest(r.Context(), body, owner)
 	if e != nil {
 		return e
@@ -288,15 +292,10 @@ func (s *Server) runInSession(w http.ResponseWriter, r *http.Request, owner stri
 	// Files placed in the session are kept in the store too, so they
 	// outlive its process like the files its code writes.
 	for _, f := range req.Files {
-		s.keepSessionFile(r.Context(), owner, ls.rec.ID, f.Path, f.Data)
+		s.keepSessionFile(r.Context(), owner, ls.rec.ID, f)
 	}
 	req.Sink = storeSink{s: s, owner: owner, sessionID: ls.rec.ID}
-	release, e := s.admit(owner)
-	if e != nil {
-		return e
-	}
-	defer release()
-	e = s.run(w, r, &req, body.Stream, func(ctx context.Context) (*executor.Result, error) {
+	e = s.run(w, r, &req, body.Stream, release, func(ctx context.Context) (*executor.Result, error) {
 		res, err := ls.sess.Execute(ctx, req)
 		if res != nil && res.SessionEnded {
 			s.endSession(ls, "killed")
@@ -385,34 +384,65 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request, own
 	if e != nil {
 		return e
 	}
-	data, err := io.ReadAll(r.Body)
+	// The upload is stored first, streamed from the body, and placed in
+	// the session from the store: the kept copy that outlives the
+	// session's process is the one placed, and the server never holds it
+	// in memory.
+	meta := s.sessionFileRecord(owner, id, p)
+	meta, err := s.putFile(r.Context(), meta, r.Body)
 	if err != nil {
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-			Message: "upload is over the limit"}
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.Is(err, store.ErrQuota):
+			return s.quotaFull()
+		case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
+			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "file_too_large",
+				Message: "the file is over the upload limit"}
+		case isGone(r.Context(), err):
+			return nil
+		case errors.Is(err, store.ErrNotFound): // the session's record went meanwhile
+			return sessionExpired()
+		}
+		return s.internal(r, "store session upload", err)
 	}
-	if err := ls.sess.WriteFile(r.Context(), p, data); err != nil {
+	if err := ls.sess.WriteFile(r.Context(), s.storedFile(r.Context(), p, meta)); err != nil {
+		s.store.DeleteFile(context.WithoutCancel(r.Context()), owner, meta.ID)
 		if ae := inputError(err); ae != nil {
 			return ae
 		}
 		if errors.Is(err, executor.ErrSessionEnded) {
 			return sessionExpired()
 		}
+		if isGone(r.Context(), err) {
+			return nil
+		}
 		return s.internal(r, "session upload", err)
 	}
-	s.metrics.fileBytes.WithLabelValues("upload").Add(float64(len(data)))
-	s.keepSessionFile(r.Context(), owner, id, p, data)
-	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: int64(len(data)), MIMEType: mimeOf(p)})
+	s.metrics.fileBytes.WithLabelValues("upload").Add(float64(meta.Bytes))
+	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: meta.Bytes, MIMEType: meta.MIMEType})
 	return nil
 }
 
-// keepSessionFile stores a file placed in a session; a failure is logged,
-// the session itself has the file.
-func (s *Server) keepSessionFile(ctx context.Context, owner, sessionID, p string, data []byte) {
+// sessionFileRecord is the metadata of a file placed at p in owner's
+// session sessionID.
+func (s *Server) sessionFileRecord(owner, sessionID, p string) store.File {
 	f := store.File{Owner: owner, Filename: p, Purpose: "session_input", SessionID: sessionID, MIMEType: mimeOf(p)}
 	if s.cfg.FileTTL > 0 {
 		f.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 	}
-	if _, err := s.store.PutFile(ctx, f, bytes.NewReader(data), s.cfg.MaxUploadBytes); err != nil {
+	return f
+}
+
+// keepSessionFile stores a copy of an input file placed in a session,
+// streamed from its content; a failure is logged, the session itself has
+// the file.
+func (s *Server) keepSessionFile(ctx context.Context, owner, sessionID string, in executor.InputFile) {
+	rc, err := in.Open()
+	if err == nil {
+		_, err = s.putFile(ctx, s.sessionFileRecord(owner, sessionID, in.Path), io.LimitReader(rc, in.Size))
+		rc.Close()
+	}
+	if err != nil {
 		s.log.Warn("keep session file", "session_id", sessionID, "err", err)
 	}
 }

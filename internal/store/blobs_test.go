@@ -48,7 +48,7 @@ func TestPutSyncsDirectoryBeforeMetadata(t *testing.T) {
 				}
 				return syncDir(d)
 			}
-			f, err := s.PutFile(ctx, File{Owner: "o", Filename: "a.txt"}, strings.NewReader("complete"), 1<<20)
+			f, err := s.PutFile(ctx, File{Owner: "o", Filename: "a.txt"}, strings.NewReader("complete"), Limits{MaxBytes: 1 << 20})
 			if diff := cmp.Diff([]string{b.dir}, synced); diff != "" {
 				t.Errorf("directories synced (-want +got):\n%s", diff)
 			}

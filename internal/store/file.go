@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"strings"
 	"time"
 )
@@ -74,26 +75,77 @@ func scanFile(row interface{ Scan(...any) error }) (File, error) {
 	return f, err
 }
 
+// Limits bound what PutFile keeps.
+type Limits struct {
+	// MaxBytes caps the content's length (ErrTooLarge).
+	MaxBytes int64
+	// OwnerBytes and OwnerFiles cap what the file's owner keeps in all,
+	// the new file included and expired files not counted (ErrQuota);
+	// zero is no cap.
+	OwnerBytes int64
+	OwnerFiles int
+}
+
 // PutFile stores the content read from r with the metadata f, and returns
 // the stored File with ID, Bytes and CreatedAt set (whatever f had in them
 // is ignored) and times rounded to the microsecond as they are kept.
 //
-// The content may be at most maxBytes long; if r holds more, PutFile
-// returns ErrTooLarge. If f.SessionID names no session of f.Owner, it
-// returns ErrNotFound. On any error nothing is kept.
-func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, maxBytes int64) (File, error) {
+// The content may be at most lim.MaxBytes long; if r holds more, PutFile
+// returns ErrTooLarge. If keeping it would take f.Owner past lim's
+// OwnerBytes or OwnerFiles, it returns ErrQuota: the check and the insert
+// are one statement, so concurrent PutFiles cannot pass the quota
+// together. If f.SessionID names no session of f.Owner, it returns
+// ErrNotFound. On any error nothing is kept, and no other file is
+// touched.
+func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, lim Limits) (File, error) {
+	ownerBytes, ownerFiles := int64(math.MaxInt64), int64(math.MaxInt64)
+	if lim.OwnerBytes > 0 {
+		ownerBytes = lim.OwnerBytes
+	}
+	if lim.OwnerFiles > 0 {
+		ownerFiles = int64(lim.OwnerFiles)
+	}
+	// A first look at the owner's usage spares writing a content that
+	// cannot be kept, and bounds it by the room left.
+	limit, quotaBound := lim.MaxBytes, false
+	if lim.OwnerBytes > 0 || lim.OwnerFiles > 0 {
+		used, files, err := s.usage(ctx, s.rdb, f.Owner)
+		if err != nil {
+			return File{}, fmt.Errorf("put file: %w", err)
+		}
+		if files >= ownerFiles || used > ownerBytes {
+			return File{}, fmt.Errorf("put file: %w", ErrQuota)
+		}
+		if room := ownerBytes - used; room < limit {
+			limit, quotaBound = room, true
+		}
+	}
 	f.ID = NewID(filePrefix)
 	f.CreatedAt = fromDB(toDB(time.Now()))
 	f.ExpiresAt = fromDB(toDB(f.ExpiresAt))
-	n, err := s.blobs.put(ctx, f.ID, r, maxBytes)
+	n, err := s.blobs.put(ctx, f.ID, r, limit)
+	if errors.Is(err, ErrTooLarge) && quotaBound {
+		err = ErrQuota
+	}
 	if err != nil {
 		return File{}, fmt.Errorf("put file %s: %w", f.ID, err)
 	}
 	f.Bytes = n
-	_, err = s.db.ExecContext(ctx, `INSERT INTO files (`+fileColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	now := toDB(time.Now())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO files (`+fileColumns+`)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE (SELECT COUNT(*) FROM files WHERE owner = ? AND `+liveFile+`) < ?
+		AND (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner = ? AND `+liveFile+`) + ? <= ?`,
 		f.ID, f.Owner, f.Filename, f.Purpose, f.Bytes, f.MIMEType,
 		sql.NullString{String: f.SessionID, Valid: f.SessionID != ""},
-		toDB(f.CreatedAt), toDB(f.ExpiresAt))
+		toDB(f.CreatedAt), toDB(f.ExpiresAt),
+		f.Owner, now, ownerFiles, f.Owner, now, f.Bytes, ownerBytes)
+	if err == nil {
+		var added int64
+		if added, err = res.RowsAffected(); err == nil && added == 0 {
+			err = ErrQuota
+		}
+	}
 	if err != nil {
 		// The content must go even when ctx is what made the insert fail.
 		if derr := s.blobs.delete(context.WithoutCancel(ctx), f.ID); derr != nil {
@@ -105,6 +157,17 @@ func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, maxBytes int64
 		return File{}, fmt.Errorf("put file %s: %w", f.ID, err)
 	}
 	return f, nil
+}
+
+// usage returns the bytes and the number of owner's files that have not
+// expired.
+func (s *Store) usage(ctx context.Context, db *sql.DB, owner string) (bytes, files int64, err error) {
+	err = db.QueryRowContext(ctx, `SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE owner = ? AND `+liveFile,
+		owner, toDB(time.Now())).Scan(&bytes, &files)
+	if err != nil {
+		return 0, 0, fmt.Errorf("usage of %q: %w", owner, err)
+	}
+	return bytes, files, nil
 }
 
 // File returns the metadata of owner's file id, or ErrNotFound.

@@ -44,6 +44,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrTooLarge means a content is larger than the limit it was given.
 	ErrTooLarge = errors.New("content too large")
+	// ErrQuota means keeping a file would take its owner past its
+	// storage quota (see Limits).
+	ErrQuota = errors.New("storage quota exceeded")
 )
 
 // Store is the service's durable state under one directory. Open it with

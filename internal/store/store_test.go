@@ -30,7 +30,7 @@ func openStore(t *testing.T, dir string) *Store {
 
 func put(t *testing.T, s *Store, f File, content string) File {
 	t.Helper()
-	got, err := s.PutFile(t.Context(), f, strings.NewReader(content), 1<<20)
+	got, err := s.PutFile(t.Context(), f, strings.NewReader(content), Limits{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatalf("PutFile(%+v) = %v", f, err)
 	}
@@ -160,7 +160,7 @@ func TestOwnerIsolation(t *testing.T) {
 				t.Errorf("Session(%q, sess_a) = %v, want ErrNotFound", owner, err)
 			}
 			// A file may not be put into another owner's session.
-			_, err := s.PutFile(ctx, File{Owner: owner, Filename: "y", SessionID: "sess_a"}, strings.NewReader("y"), 10)
+			_, err := s.PutFile(ctx, File{Owner: owner, Filename: "y", SessionID: "sess_a"}, strings.NewReader("y"), Limits{MaxBytes: 10})
 			if !errors.Is(err, ErrNotFound) {
 				t.Errorf("PutFile into another owner's session = %v, want ErrNotFound", err)
 			}
@@ -196,7 +196,7 @@ func TestTooLarge(t *testing.T) {
 			dir := t.TempDir()
 			s := openStore(t, dir)
 			content := bytes.Repeat([]byte("x"), tt.size)
-			f, err := s.PutFile(t.Context(), File{Owner: "k", Filename: "f"}, bytes.NewReader(content), tt.max)
+			f, err := s.PutFile(t.Context(), File{Owner: "k", Filename: "f"}, bytes.NewReader(content), Limits{MaxBytes: tt.max})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("PutFile(%d bytes, max %d) = %v, want %v", tt.size, tt.max, err, tt.wantErr)
 			}
@@ -230,7 +230,7 @@ func TestPutFileFailureLeavesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.PutFile(ctx, tt.f, tt.r, 100); err == nil {
+			if _, err := s.PutFile(ctx, tt.f, tt.r, Limits{MaxBytes: 100}); err == nil {
 				t.Fatal("PutFile succeeded, want error")
 			}
 			if names := contents(t, dir); len(names) != 0 {
@@ -330,7 +330,7 @@ func TestReopen(t *testing.T) {
 		content[i] = byte(i * 7)
 	}
 	f, err := s.PutFile(ctx, File{Owner: "k", Filename: "data.bin", SessionID: "sess_live", MIMEType: "application/octet-stream"},
-		bytes.NewReader(content), int64(len(content)))
+		bytes.NewReader(content), Limits{MaxBytes: int64(len(content))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestConcurrentPutFile(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			files[i], errs[i] = s.PutFile(ctx, File{Owner: "k", Filename: fmt.Sprintf("f%d", i)},
-				strings.NewReader(strings.Repeat(fmt.Sprint(i), 1000)), 1<<20)
+				strings.NewReader(strings.Repeat(fmt.Sprint(i), 1000)), Limits{MaxBytes: 1 << 20})
 			if errs[i] == nil {
 				_, errs[i] = s.ListFiles(ctx, "k", "")
 			}
@@ -562,7 +562,7 @@ func TestCancelledPut(t *testing.T) {
 	s := openStore(t, dir)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := s.PutFile(ctx, File{Owner: "k"}, strings.NewReader("abc"), 10); !errors.Is(err, context.Canceled) {
+	if _, err := s.PutFile(ctx, File{Owner: "k"}, strings.NewReader("abc"), Limits{MaxBytes: 10}); !errors.Is(err, context.Canceled) {
 		t.Errorf("PutFile(cancelled) = %v, want context.Canceled", err)
 	}
 	if names := contents(t, dir); len(names) != 0 {
