@@ -86,13 +86,41 @@ const childOOMScoreAdj = "500"
 // spawn asks the zygote for a child and prepares it: cgroup, pidfd, file
 // handle, reader goroutines. The child is warm when it returns.
 func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
+	c, err := p.newChild()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.destroy()
+		}
+	}()
+	if err := c.handshake(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.confine(); err != nil {
+		return nil, err
+	}
+	if err := c.warmUp(); err != nil {
+		return nil, err
+	}
+	if err := c.openData(); err != nil {
+		return nil, err
+	}
+	c.startReaders()
+	return c, nil
+}
+
+// newChild reserves an id and a uid for a child the zygote is to spawn and
+// registers it among the live ones, unless the pool is at its capacity.
+func (p *pool) newChild() (*child, error) {
 	if err := p.checkCapacity(); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	uid, ok := p.allocUID()
 	if !ok {
-		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: every sandbox uid is in use", ErrCapacity)
 	}
 	p.nextID++
@@ -100,24 +128,25 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	c := &child{p: p, id: id, uid: uid,
 		spawned: make(chan []int, 1), exited: make(chan struct{}), pidfd: -1}
 	p.live[id] = c
-	p.mu.Unlock()
-	defer func() {
-		if err != nil {
-			c.destroy()
-		}
-	}()
-	if err := p.sendControl(python.Control{Op: "spawn", ID: id, UID: c.uid}); err != nil {
-		return nil, fmt.Errorf("ask zygote to spawn: %w", err)
+	return c, nil
+}
+
+// handshake asks the zygote to fork the child, takes the child's socket
+// and pipes, and reads its ready frame, its pid and a pidfd of it.
+func (c *child) handshake(ctx context.Context) error {
+	p := c.p
+	if err := p.sendControl(python.Control{Op: "spawn", ID: c.id, UID: c.uid}); err != nil {
+		return fmt.Errorf("ask zygote to spawn: %w", err)
 	}
 	var fds []int
 	select {
 	case fds = <-c.spawned:
 	case <-p.dead:
-		return nil, ErrUnavailable
+		return ErrUnavailable
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-time.After(10 * time.Second):
-		return nil, errors.New("zygote did not spawn within 10 s")
+		return errors.New("zygote did not spawn within 10 s")
 	}
 	for _, fd := range fds {
 		unix.SetNonblock(fd, true)
@@ -128,47 +157,58 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	fc, err := net.FileConn(sock)
 	sock.Close()
 	if err != nil {
-		return nil, fmt.Errorf("child socket: %w", err)
+		return fmt.Errorf("child socket: %w", err)
 	}
 	c.conn = fc.(*net.UnixConn)
 	if err := c.readReady(); err != nil {
-		return nil, err
+		return err
 	}
 	if c.pidfd, err = unix.PidfdOpen(c.pid, 0); err != nil {
-		return nil, fmt.Errorf("pidfd_open %d: %w", c.pid, err)
+		return fmt.Errorf("pidfd_open %d: %w", c.pid, err)
 	}
-	// It inherited the zygote's -1000 (see startPool). It waits for our
+	return nil
+}
+
+// confine makes the child the OOM killer's first choice and moves it into
+// a cgroup of its own with the default limits, at idle CPU priority.
+func (c *child) confine() (err error) {
+	p := c.p
+	// It inherited the zygote's -1000 (see startZygote). It waits for our
 	// "warm", so the pid is still it.
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", c.pid), []byte(childOOMScoreAdj), 0); err != nil {
-		return nil, fmt.Errorf("set oom_score_adj of child %d: %w", c.pid, err)
+		return fmt.Errorf("set oom_score_adj of child %d: %w", c.pid, err)
 	}
-	if c.cg, err = p.cgs.New(p.cgroupName("c", id)); err != nil {
-		return nil, err
+	if c.cg, err = p.cgs.New(p.cgroupName("c", c.id)); err != nil {
+		return err
 	}
 	d := p.cfg.Defaults
 	if err := c.setLimits(sandbox.Limits{MemoryBytes: d.MemoryBytes, Pids: d.Procs, CPUMillis: d.CPUMillis}); err != nil {
-		return nil, err
+		return err
 	}
 	// While it warms up, the child runs only on CPU time no running
 	// execution wants (it is a normal cgroup again once warm).
 	if err := c.cg.SetIdle(true); err != nil {
-		return nil, err
+		return err
 	}
 	c.idle = true
-	if err := c.cg.Add(c.pid); err != nil {
-		return nil, err
-	}
+	return c.cg.Add(c.pid)
+}
+
+// warmUp has the child, now in its own cgroup, run its warm-up and, when
+// the pool can spare the time, the pandas one too.
+func (c *child) warmUp() error {
+	p := c.p
 	// Only now, charged to its own cgroup, does the child warm up.
 	// Until the zygote knows which pages warm-up writes, a child is asked
 	// to report them (see learnPrefault).
 	probe := !p.prefaulted.Load()
 	if err := python.WriteFrame(c.conn, map[string]any{"op": "warm", "probe": probe}); err != nil {
-		return nil, fmt.Errorf("warm child: %w", err)
+		return fmt.Errorf("warm child: %w", err)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	ev, err := python.ReadSetup(c.r, "warmed")
 	if err != nil {
-		return nil, fmt.Errorf("warm child: %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
+		return fmt.Errorf("warm child: %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
 	}
 	if probe && len(ev.Pages) > 0 && !p.prefaulted.Load() {
 		p.learnPrefault(ev.Pages)
@@ -179,12 +219,12 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	// and its successors must not fail the same way forever).
 	if p.cfg.DataWarmup && !p.noDataWarmup.Load() && p.available() > 0 {
 		if err := python.WriteFrame(c.conn, map[string]any{"op": "warm_data", "plots": p.cfg.PlotWarmup}); err != nil {
-			return nil, fmt.Errorf("warm child: %w", err)
+			return fmt.Errorf("warm child: %w", err)
 		}
 		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := python.ReadSetup(c.r, "warmed_data"); err != nil {
 			p.noDataWarmup.Store(true)
-			return nil, fmt.Errorf("warm up pandas in child (no longer asked of children): %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
+			return fmt.Errorf("warm up pandas in child (no longer asked of children): %w (%s; its stderr: %q)", err, c.exitReport(), c.drainStderr())
 		}
 		c.dataWarm = true
 	}
@@ -193,22 +233,34 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	// no longer matters, and clearing it now keeps the cgroup write off
 	// the request path.
 	c.leaveIdle()
+	return nil
+}
+
+// openData opens the warm child's /mnt/data, checks that its pid is still
+// it, and records what run compares a single-use child against.
+func (c *child) openData() error {
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/mnt/data", c.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open work dir of child %d: %w", c.pid, err)
+		return fmt.Errorf("open work dir of child %d: %w", c.pid, err)
 	}
 	c.data = os.NewFile(uintptr(fd), "child-data")
 	// The pid could in theory have been reused between reading it and
 	// opening the pidfd; the child is blocked reading its socket, so it is
 	// alive now, and a live pidfd proves the pid is still it.
 	if err := unix.PidfdSendSignal(c.pidfd, 0, nil, 0); err != nil {
-		return nil, fmt.Errorf("child %d vanished: %w", c.pid, err)
+		return fmt.Errorf("child %d vanished: %w", c.pid, err)
 	}
 	// What run compares against in a single-use child, read now rather
 	// than on the request path. (A count that cannot be read is 0, as
 	// run treats it too.)
 	c.ooms, _ = c.cg.OOMKills()
 	c.files = scanFiles(c.data)
+	return nil
+}
+
+// startReaders starts the goroutines that read the child's socket and
+// pipes for run.
+func (c *child) startReaders() {
 	c.frames = make(chan frame, 16)
 	c.outs = [2]chan []byte{make(chan []byte, 4), make(chan []byte, 4)}
 	empty := []byte{0}
@@ -217,7 +269,6 @@ func (p *pool) spawn(ctx context.Context) (_ *child, err error) {
 	go c.readFrames()
 	go c.readPipe(c.stdout, c.outs[0])
 	go c.readPipe(c.stderr, c.outs[1])
-	return c, nil
 }
 
 // setLimits writes l to the child's cgroup unless it holds them already

@@ -184,30 +184,10 @@ func (p *pool) allocUID() (int, bool) {
 // startPool starts a zygote and fills the warm pool in the background. It
 // returns once the zygote has preloaded its libraries.
 func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_ *pool, err error) {
-	prog, err := sandbox.SeccompProgram()
-	if err != nil {
-		return nil, fmt.Errorf("build seccomp filter: %w", err)
-	}
-	// The whole environment of the zygote and its children: nothing of the
-	// host's, so no secret of the server can leak into a sandbox.
-	sandboxEnv := map[string]string{
-		"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-		"MPLCONFIGDIR": "/tmp/matplotlib", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-		"NUMEXPR_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
-		"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
-	}
-	zc, err := json.Marshal(python.ZygoteConfig{
-		Env:      sandboxEnv,
-		TmpBytes: cfg.TmpBytes, WorkdirBytes: cfg.WorkdirBytes, MaxFiles: cfg.MaxFiles,
-		MaxFileBytes: cfg.Max.FileBytes, MaxOpenFiles: cfg.OpenFiles, MaxProcs: cfg.Max.Procs,
-	})
+	files, env, err := zygoteFiles(cfg)
 	if err != nil {
 		return nil, err
 	}
-	files := python.Files()
-	files["config.json"] = zc
-	files["seccomp.bpf"] = prog
-
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -225,66 +205,11 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_
 			p.close()
 		}
 	}()
-	if p.zcg, err = cgs.New(p.cgroupName("zygote", 0)); err != nil {
+	if err := p.startZygote(files, env, theirs); err != nil {
 		return nil, err
 	}
-	if err := p.zcg.SetLimits(sandbox.Limits{MemoryBytes: cfg.ZygoteMemoryBytes, Pids: 64}); err != nil {
+	if err := p.awaitReady(ctx); err != nil {
 		return nil, err
-	}
-	// The zygote keeps CPython's own allocator: routing the heap through
-	// glibc malloc on transparent huge pages made fork's page-table copy
-	// cheaper but every later allocation slower (ast.parse of "print(1)"
-	// took 3 ms instead of 0.06 ms in a child), and did not lower the CPU
-	// a spawn costs (measured in docs/architecture.md).
-	var env []string
-	for k, v := range sandboxEnv {
-		env = append(env, k+"="+v)
-	}
-	// The zygote's stderr goes to ours: it only ever prints set-up failures.
-	p.cmd, err = sandbox.Start(sandbox.Config{
-		Path: cfg.Python, Args: []string{"python3", "-s", "-B", "/run/codeexec/zygote.py"},
-		Env: env, Files: files, ExtraFiles: []*os.File{theirs},
-		HostUID: cfg.HostUID, HostGID: cfg.HostUID, IDCount: idRange, Stderr: os.Stderr,
-	})
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.dead)
-	}()
-	if err := p.zcg.Add(p.cmd.Process.Pid); err != nil {
-		return nil, err
-	}
-	// Should the sandboxes together reach their ceiling, the OOM killer
-	// must pick a sandbox, never the zygote that all of them hang on.
-	// Each child is set to childOOMScoreAdj as soon as it exists (see
-	// spawn); written by us with CAP_SYS_RESOURCE, that is also the
-	// lowest value the child may set itself (proc(5), oom_score_adj).
-	// Lowering a score needs CAP_SYS_RESOURCE, which some hosts withhold
-	// even from root: then the children's high score alone steers it.
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.cmd.Process.Pid), []byte("-1000"), 0); err != nil {
-		p.log.Warn("cannot protect the zygote from the OOM killer (no CAP_SYS_RESOURCE?); sandboxes are still its first choice", "err", err)
-	}
-	// Wait for {"op":"ready"}: the zygote has imported everything.
-	ready := make(chan error, 1)
-	go func() {
-		var msg python.Control
-		_, err := p.recvControl(&msg)
-		if err == nil && msg.Op != "ready" {
-			err = fmt.Errorf("zygote said %q before ready", msg.Op)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			return nil, fmt.Errorf("start zygote: %w", err)
-		}
-	case <-p.dead:
-		return nil, fmt.Errorf("start zygote: exited (%v); its error is on stderr", p.cmd.ProcessState)
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	// From now on the zygote only forks children for the pool: that work
 	// must never take a core from code a request is waiting for.
@@ -302,6 +227,108 @@ func startPool(ctx context.Context, cfg Config, cgs sandbox.Cgroups, gen int) (_
 		go p.refill(rctx)
 	}
 	return p, nil
+}
+
+// zygoteFiles returns the files the zygote finds in /run/codeexec (its
+// code, its configuration, the children's seccomp filter) and the
+// environment of the zygote and its children.
+func zygoteFiles(cfg Config) (map[string][]byte, map[string]string, error) {
+	prog, err := sandbox.SeccompProgram()
+	if err != nil {
+		return nil, nil, fmt.Errorf("build seccomp filter: %w", err)
+	}
+	// The whole environment of the zygote and its children: nothing of the
+	// host's, so no secret of the server can leak into a sandbox.
+	sandboxEnv := map[string]string{
+		"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+		"MPLCONFIGDIR": "/tmp/matplotlib", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+		"NUMEXPR_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+		"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
+	}
+	zc, err := json.Marshal(python.ZygoteConfig{
+		Env:      sandboxEnv,
+		TmpBytes: cfg.TmpBytes, WorkdirBytes: cfg.WorkdirBytes, MaxFiles: cfg.MaxFiles,
+		MaxFileBytes: cfg.Max.FileBytes, MaxOpenFiles: cfg.OpenFiles, MaxProcs: cfg.Max.Procs,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	files := python.Files()
+	files["config.json"] = zc
+	files["seccomp.bpf"] = prog
+	return files, sandboxEnv, nil
+}
+
+// startZygote starts the zygote in the outer sandbox, in its own cgroup,
+// with the other end of the control socket (theirs) as its fd 3.
+func (p *pool) startZygote(files map[string][]byte, sandboxEnv map[string]string, theirs *os.File) (err error) {
+	cfg := p.cfg
+	if p.zcg, err = p.cgs.New(p.cgroupName("zygote", 0)); err != nil {
+		return err
+	}
+	if err := p.zcg.SetLimits(sandbox.Limits{MemoryBytes: cfg.ZygoteMemoryBytes, Pids: 64}); err != nil {
+		return err
+	}
+	// The zygote keeps CPython's own allocator: routing the heap through
+	// glibc malloc on transparent huge pages made fork's page-table copy
+	// cheaper but every later allocation slower (ast.parse of "print(1)"
+	// took 3 ms instead of 0.06 ms in a child), and did not lower the CPU
+	// a spawn costs (measured in docs/architecture.md).
+	var env []string
+	for k, v := range sandboxEnv {
+		env = append(env, k+"="+v)
+	}
+	// The zygote's stderr goes to ours: it only ever prints set-up failures.
+	p.cmd, err = sandbox.Start(sandbox.Config{
+		Path: cfg.Python, Args: []string{"python3", "-s", "-B", "/run/codeexec/zygote.py"},
+		Env: env, Files: files, ExtraFiles: []*os.File{theirs},
+		HostUID: cfg.HostUID, HostGID: cfg.HostUID, IDCount: idRange, Stderr: os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.dead)
+	}()
+	if err := p.zcg.Add(p.cmd.Process.Pid); err != nil {
+		return err
+	}
+	// Should the sandboxes together reach their ceiling, the OOM killer
+	// must pick a sandbox, never the zygote that all of them hang on.
+	// Each child is set to childOOMScoreAdj as soon as it exists (see
+	// confine); written by us with CAP_SYS_RESOURCE, that is also the
+	// lowest value the child may set itself (proc(5), oom_score_adj).
+	// Lowering a score needs CAP_SYS_RESOURCE, which some hosts withhold
+	// even from root: then the children's high score alone steers it.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.cmd.Process.Pid), []byte("-1000"), 0); err != nil {
+		p.log.Warn("cannot protect the zygote from the OOM killer (no CAP_SYS_RESOURCE?); sandboxes are still its first choice", "err", err)
+	}
+	return nil
+}
+
+// awaitReady waits for {"op":"ready"}: the zygote has imported everything.
+func (p *pool) awaitReady(ctx context.Context) error {
+	ready := make(chan error, 1)
+	go func() {
+		var msg python.Control
+		_, err := p.recvControl(&msg)
+		if err == nil && msg.Op != "ready" {
+			err = fmt.Errorf("zygote said %q before ready", msg.Op)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fmt.Errorf("start zygote: %w", err)
+		}
+		return nil
+	case <-p.dead:
+		return fmt.Errorf("start zygote: exited (%v); its error is on stderr", p.cmd.ProcessState)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // recvControl reads one message from the zygote, with any fds it carries.

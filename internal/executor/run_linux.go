@@ -48,23 +48,9 @@ const maxFrameBytes = 16 << 20
 // interruptGrace in a session) of ctx ending.
 func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
 	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
-	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
-		if errors.Is(err, unix.EBUSY) { // memory(cgroup v1): below what it uses
-			return nil, &InputError{"memory_limit_mb", fmt.Sprintf("the session already uses more memory than %d MiB", l.MemoryBytes>>20)}
-		}
+	oomBefore, before, err := c.prepare(ctx, req, l, keep)
+	if err != nil {
 		return nil, err
-	}
-	// A single-use child has run nothing since it was warm: what it held
-	// then is what it holds now. A session's state is read afresh.
-	oomBefore, before := c.ooms, c.files
-	if keep {
-		oomBefore, _ = c.cg.OOMKills()
-	}
-	if err := c.place(ctx, req.Files, l); err != nil {
-		return nil, err
-	}
-	if keep || len(req.Files) > 0 {
-		before = scanFiles(c.data)
 	}
 	var env map[string]string
 	if req.Network != nil {
@@ -91,164 +77,218 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 		return nil, fmt.Errorf("send code to sandbox: %w", err)
 	}
 	start := time.Now()
-	var (
-		deadline = time.NewTimer(l.Timeout)
-		// Set once the child is killed or the run must end soon; a nil
-		// channel never fires.
-		grace, drain, hard, synced <-chan time.Time
-	)
+	deadline := time.NewTimer(l.Timeout)
 	defer deadline.Stop()
-
-	var (
-		out       [2]strings.Builder
-		ended     [2]bool // end mark or EOF seen
-		done      *python.Event
-		gone      bool   // the socket closed: the process is dead
-		syncs     [2]int // sync marks seen per stream
-		pending   []python.Bundle
-		delivered int // displays passed on
-		stop      Status
-		stopValue string
-	)
-	kill := func() {
-		c.kill()
-		if hard == nil {
-			hard = time.After(killWait)
-		}
-	}
-	halt := func(s Status, value string) {
-		if stop != "" {
-			return
-		}
-		stop, stopValue = s, value
-		if keep && !gone {
-			c.signal(unix.SIGINT)
-			grace = time.After(interruptGrace)
-		} else {
-			kill()
-		}
-	}
-	frames, outs := c.frames, c.outs
-	// Displays arrive on the socket, output on the pipes. Output printed
-	// before a display is delivered before it: the runner writes a sync
-	// mark to each stream before it sends the display, and a display is
-	// passed on once every stream has reached its mark (or ended, or
-	// syncWait passed). A stream that is past the mark of a display not
-	// yet passed on is held, so output printed after a display cannot
-	// overtake it. None of it blocks: the loop always waits on the
-	// deadline, the context and the socket too.
-	reached := func(i int) bool { return syncs[i] > delivered || ended[i] }
-	held := func(i int) chan []byte {
-		if syncs[i] > delivered && (len(pending) > 0 || (done == nil && !gone)) {
-			return nil
-		}
-		return outs[i]
-	}
-	deliver := func() {
-		for len(pending) > 0 && reached(0) && reached(1) {
-			b := pending[0]
-			pending, delivered, synced = pending[1:], delivered+1, nil
-			res.Displays = append(res.Displays, b)
-			if req.OnEvent != nil {
-				req.OnEvent(Event{Kind: "display", Bundle: b})
-			}
-		}
-		if len(pending) > 0 && synced == nil {
-			synced = time.After(syncWait)
-		}
-	}
-	for !((done != nil || gone) && ended[0] && ended[1] && len(pending) == 0) {
+	e := &execution{c: c, req: req, l: l, keep: keep, res: res, frames: c.frames, outs: c.outs}
+	for !e.finished() {
 		select {
-		case f, ok := <-frames:
-			switch {
-			case !ok:
-				gone, frames = true, nil
-				kill() // whatever is left of its namespace
-			case f.err != nil:
-				halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
-				kill()
-			case f.over > 0:
-				halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxFrameBytes>>20))
-			case f.ev.Type == "display":
-				pending = append(pending, f.ev.Bundle)
-			case f.ev.Type == "done":
-				done = f.ev
-				// The end marks follow at once unless the code broke
-				// its own stdout or stderr (closed or replaced fd 1).
-				drain = time.After(drainWait)
-			}
-		case chunk, ok := <-held(0):
-			c.output(res, req, 0, chunk, ok, &out[0], &ended[0], &outs[0], l, halt, &syncs[0])
-		case chunk, ok := <-held(1):
-			c.output(res, req, 1, chunk, ok, &out[1], &ended[1], &outs[1], l, halt, &syncs[1])
-		case <-synced:
-			// The code broke its streams: count the marks as reached.
-			synced = nil
-			for i := range syncs {
-				syncs[i] = max(syncs[i], delivered+1)
-			}
+		case f, ok := <-e.frames:
+			e.frame(f, ok)
+		case chunk, ok := <-e.held(0):
+			e.chunk(0, chunk, ok)
+		case chunk, ok := <-e.held(1):
+			e.chunk(1, chunk, ok)
+		case <-e.synced:
+			e.syncLost()
 		case <-deadline.C:
-			halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
-		case <-drain:
-			ended = [2]bool{true, true}
-		case <-grace:
-			grace = nil
-			res.SessionEnded = true
-			kill()
-		case <-hard:
-			// Killed killWait ago and still not closed: end regardless.
-			gone, ended, frames = true, [2]bool{true, true}, nil
-			res.SessionEnded = keep
+			e.halt(StatusTimeout, fmt.Sprintf("timed out after %s", seconds(l.Timeout)))
+		case <-e.drain:
+			e.ended = [2]bool{true, true}
+		case <-e.grace:
+			e.graceOver()
+		case <-e.hard:
+			e.abandon()
 		case <-ctx.Done():
-			halt(StatusKilled, "cancelled: "+context.Cause(ctx).Error())
+			e.halt(StatusKilled, "cancelled: "+context.Cause(ctx).Error())
 			ctx = context.Background()
 		}
-		deliver()
+		e.deliver()
 	}
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
-	res.Stdout, res.Stderr = out[0].String(), out[1].String()
-	if gone {
-		res.SessionEnded = keep
-	} else if !keep {
-		c.kill() // single use: nothing it started may touch the files we collect
-	}
-	oomAfter, _ := c.cg.OOMKills()
-	oom := oomAfter > oomBefore
-	switch {
-	case stop != "":
-		res.Status, res.Error = stop, &python.Error{Name: errorName(stop), Value: stopValue}
-		if stop == StatusTimeout && keep {
-			if res.SessionEnded {
-				res.Error.Value += "; the code did not stop when interrupted, so the session's process was killed"
-			} else {
-				res.Error.Value += "; the code was interrupted and the session continues"
-			}
-		}
-	case oom || (done != nil && done.Error != nil && done.Error.Name == "MemoryError"):
-		res.Status = StatusMemoryLimit
-		res.Error = &python.Error{Name: "MemoryError", Value: fmt.Sprintf("memory limit of %d MiB exceeded", l.MemoryBytes>>20)}
-	case done != nil:
-		res.Status, res.Result, res.Error = Status(done.Status), done.Result, done.Error
-	default:
-		res.Status, res.Error = StatusKilled, c.death()
-	}
+	e.finish(oomBefore)
 	res.Files = c.collect(ctx, before, req.Sink)
 	return res, nil
 }
 
-// output handles one chunk of stream i (0 stdout, 1 stderr).
-func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, b *strings.Builder, ended *bool, ch *chan []byte, l Limits, halt func(Status, string), syncs *int) {
-	switch {
-	case !ok:
-		*ended, *ch = true, nil
-		return
-	case chunk == nil: // endChunk
-		*ended = true
-		return
-	case len(chunk) == 0: // syncChunk
-		*syncs++
+// prepare sets the child's limits for req and places its input files. It
+// returns the cgroup's OOM kills and the state of /mnt/data before the
+// code runs, for the result to compare against.
+func (c *child) prepare(ctx context.Context, req *Request, l Limits, keep bool) (oomBefore int, before map[string]fileState, err error) {
+	if err := c.setLimits(sandbox.Limits{MemoryBytes: l.MemoryBytes, Pids: l.Procs, CPUMillis: l.CPUMillis}); err != nil {
+		if errors.Is(err, unix.EBUSY) { // memory(cgroup v1): below what it uses
+			return 0, nil, &InputError{"memory_limit_mb", fmt.Sprintf("the session already uses more memory than %d MiB", l.MemoryBytes>>20)}
+		}
+		return 0, nil, err
+	}
+	// A single-use child has run nothing since it was warm: what it held
+	// then is what it holds now. A session's state is read afresh.
+	oomBefore, before = c.ooms, c.files
+	if keep {
+		oomBefore, _ = c.cg.OOMKills()
+	}
+	if err := c.place(ctx, req.Files, l); err != nil {
+		return 0, nil, err
+	}
+	if keep || len(req.Files) > 0 {
+		before = scanFiles(c.data)
+	}
+	return oomBefore, before, nil
+}
+
+// execution is the state of run's loop: what the child has sent so far,
+// why the code was stopped, and the timers that bound the end. Its
+// methods run on run's goroutine only.
+//
+// Displays arrive on the socket, output on the pipes. Output printed
+// before a display is delivered before it: the runner writes a sync
+// mark to each stream before it sends the display, and a display is
+// passed on once every stream has reached its mark (or ended, or
+// syncWait passed). A stream that is past the mark of a display not
+// yet passed on is held, so output printed after a display cannot
+// overtake it. None of it blocks: the loop always waits on the
+// deadline, the context and the socket too.
+type execution struct {
+	c    *child
+	req  *Request
+	l    Limits
+	keep bool
+	res  *Result
+
+	frames    chan frame     // c.frames, nil once closed or given up
+	outs      [2]chan []byte // c.outs, each nil once closed
+	out       [2]strings.Builder
+	ended     [2]bool // end mark or EOF seen
+	done      *python.Event
+	gone      bool   // the socket closed: the process is dead
+	syncs     [2]int // sync marks seen per stream
+	pending   []python.Bundle
+	delivered int // displays passed on
+	stop      Status
+	stopValue string
+
+	// Set once the child is killed or the run must end soon; a nil
+	// channel never fires.
+	grace, drain, hard, synced <-chan time.Time
+}
+
+// finished reports whether the run may end: the code is done or its
+// process dead, both streams ended and every display passed on.
+func (e *execution) finished() bool {
+	return (e.done != nil || e.gone) && e.ended[0] && e.ended[1] && len(e.pending) == 0
+}
+
+// kill kills the child and gives its pipes and socket killWait to close.
+func (e *execution) kill() {
+	e.c.kill()
+	if e.hard == nil {
+		e.hard = time.After(killWait)
+	}
+}
+
+// halt stops the code for the first reason given: in a session it
+// interrupts it while its process lives, otherwise it kills the child.
+func (e *execution) halt(s Status, value string) {
+	if e.stop != "" {
 		return
 	}
+	e.stop, e.stopValue = s, value
+	if e.keep && !e.gone {
+		e.c.signal(unix.SIGINT)
+		e.grace = time.After(interruptGrace)
+	} else {
+		e.kill()
+	}
+}
+
+// frame handles one frame from the socket, or its end (!ok).
+func (e *execution) frame(f frame, ok bool) {
+	switch {
+	case !ok:
+		e.gone, e.frames = true, nil
+		e.kill() // whatever is left of its namespace
+	case f.err != nil:
+		e.halt(StatusKilled, "the sandbox broke the protocol: "+f.err.Error())
+		e.kill()
+	case f.over > 0:
+		e.halt(StatusOutputLimit, fmt.Sprintf("displays exceeded the limit of %d MiB", maxFrameBytes>>20))
+	case f.ev.Type == "display":
+		e.pending = append(e.pending, f.ev.Bundle)
+	case f.ev.Type == "done":
+		e.done = f.ev
+		// The end marks follow at once unless the code broke
+		// its own stdout or stderr (closed or replaced fd 1).
+		e.drain = time.After(drainWait)
+	}
+}
+
+// reached reports whether stream i has reached the sync mark of the next
+// display to pass on.
+func (e *execution) reached(i int) bool { return e.syncs[i] > e.delivered || e.ended[i] }
+
+// held is the channel to read stream i from: nil while the stream is past
+// the mark of a display not yet passed on (or of one still to come).
+func (e *execution) held(i int) chan []byte {
+	if e.syncs[i] > e.delivered && (len(e.pending) > 0 || (e.done == nil && !e.gone)) {
+		return nil
+	}
+	return e.outs[i]
+}
+
+// deliver passes on the displays whose marks every stream has reached,
+// and gives the rest syncWait.
+func (e *execution) deliver() {
+	for len(e.pending) > 0 && e.reached(0) && e.reached(1) {
+		b := e.pending[0]
+		e.pending, e.delivered, e.synced = e.pending[1:], e.delivered+1, nil
+		e.res.Displays = append(e.res.Displays, b)
+		if e.req.OnEvent != nil {
+			e.req.OnEvent(Event{Kind: "display", Bundle: b})
+		}
+	}
+	if len(e.pending) > 0 && e.synced == nil {
+		e.synced = time.After(syncWait)
+	}
+}
+
+// syncLost follows syncWait without the marks of a display: the code
+// broke its streams, so the marks count as reached.
+func (e *execution) syncLost() {
+	e.synced = nil
+	for i := range e.syncs {
+		e.syncs[i] = max(e.syncs[i], e.delivered+1)
+	}
+}
+
+// graceOver follows interruptGrace: the interrupted code did not stop, so
+// the session's process is killed.
+func (e *execution) graceOver() {
+	e.grace = nil
+	e.res.SessionEnded = true
+	e.kill()
+}
+
+// abandon follows killWait after a kill with the pipes or the socket
+// still open: the run ends regardless.
+func (e *execution) abandon() {
+	e.gone, e.ended, e.frames = true, [2]bool{true, true}, nil
+	e.res.SessionEnded = e.keep
+}
+
+// chunk handles one chunk of stream i (0 stdout, 1 stderr), or its end
+// (!ok).
+func (e *execution) chunk(i int, chunk []byte, ok bool) {
+	switch {
+	case !ok:
+		e.ended[i], e.outs[i] = true, nil
+		return
+	case chunk == nil: // endChunk
+		e.ended[i] = true
+		return
+	case len(chunk) == 0: // syncChunk
+		e.syncs[i]++
+		return
+	}
+	res, b := e.res, &e.out[i]
 	trunc := &res.Truncated.Stdout
 	kind := "stdout"
 	if i == 1 {
@@ -257,14 +297,54 @@ func (c *child) output(res *Result, req *Request, i int, chunk []byte, ok bool, 
 	if *trunc {
 		return
 	}
-	if room := l.OutputBytes - int64(b.Len()); int64(len(chunk)) > room {
+	if room := e.l.OutputBytes - int64(b.Len()); int64(len(chunk)) > room {
 		chunk = chunk[:room]
 		*trunc = true
-		halt(StatusOutputLimit, fmt.Sprintf("%s exceeded the output limit of %d bytes", kind, l.OutputBytes))
+		e.halt(StatusOutputLimit, fmt.Sprintf("%s exceeded the output limit of %d bytes", kind, e.l.OutputBytes))
 	}
 	b.Write(chunk)
-	if req.OnEvent != nil && len(chunk) > 0 {
-		req.OnEvent(Event{Kind: kind, Text: chunk})
+	if e.req.OnEvent != nil && len(chunk) > 0 {
+		e.req.OnEvent(Event{Kind: kind, Text: chunk})
+	}
+}
+
+// finish ends what must not outlive the run and fills in the result's
+// output and status. oomBefore is the cgroup's OOM kills before the code
+// ran.
+func (e *execution) finish(oomBefore int) {
+	res := e.res
+	res.Stdout, res.Stderr = e.out[0].String(), e.out[1].String()
+	if e.gone {
+		res.SessionEnded = e.keep
+	} else if !e.keep {
+		e.c.kill() // single use: nothing it started may touch the files we collect
+	}
+	oomAfter, _ := e.c.cg.OOMKills()
+	e.status(oomAfter > oomBefore)
+}
+
+// status sets the result's status and error: the reason the code was
+// stopped, else the memory limit (oom: the cgroup killed a process), else
+// what the done frame said, else how the process died.
+func (e *execution) status(oom bool) {
+	res, done := e.res, e.done
+	switch {
+	case e.stop != "":
+		res.Status, res.Error = e.stop, &python.Error{Name: errorName(e.stop), Value: e.stopValue}
+		if e.stop == StatusTimeout && e.keep {
+			if res.SessionEnded {
+				res.Error.Value += "; the code did not stop when interrupted, so the session's process was killed"
+			} else {
+				res.Error.Value += "; the code was interrupted and the session continues"
+			}
+		}
+	case oom || (done != nil && done.Error != nil && done.Error.Name == "MemoryError"):
+		res.Status = StatusMemoryLimit
+		res.Error = &python.Error{Name: "MemoryError", Value: fmt.Sprintf("memory limit of %d MiB exceeded", e.l.MemoryBytes>>20)}
+	case done != nil:
+		res.Status, res.Result, res.Error = Status(done.Status), done.Result, done.Error
+	default:
+		res.Status, res.Error = StatusKilled, e.c.death()
 	}
 }
 

@@ -263,17 +263,53 @@ var roBinds = []string{
 	"/var/cache/fontconfig", // fontconfig's pre-built cache
 }
 
-var devices = []string{"null", "zero", "full", "random", "urandom"}
-
+// buildRoot builds the sandbox's root file system in root, a fresh tmpfs
+// that pivot makes the root: the directory skeleton, the host's read-only
+// parts, the generated /etc, the program's files in /run/codeexec, then
+// /dev, /proc and /tmp.
 func buildRoot(root string, binds []string, files map[string][]byte) error {
+	if err := makeSkeleton(root); err != nil {
+		return err
+	}
+	if err := linkMergedUsr(root); err != nil {
+		return err
+	}
+	if err := bindHost(root, binds); err != nil {
+		return err
+	}
+	if err := writeEtc(root); err != nil {
+		return err
+	}
+	if err := writeRunFiles(root, files); err != nil {
+		return err
+	}
+	if err := mountDev(filepath.Join(root, "dev")); err != nil {
+		return err
+	}
+	// A fresh proc for our pid namespace (proc(5)); hidepid is left to the
+	// children, which mount their own.
+	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
+	return nil
+}
+
+// makeSkeleton creates the directories of the root that hold mounts or
+// files; .old is where pivot puts the host's root.
+func makeSkeleton(root string) error {
 	for _, dir := range []string{"etc", "proc", "dev", "tmp", "run/codeexec", "mnt/data", ".old"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
-		return err
-	}
+	return os.Chmod(filepath.Join(root, "tmp"), 0o1777)
+}
+
+// linkMergedUsr makes /bin, /lib, ... in root what they are on the host.
+func linkMergedUsr(root string) error {
 	// Debian merged /usr: /bin, /lib, ... are symlinks into it. Mirror the
 	// host's links; a non-merged host gets them as binds below.
 	for _, name := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
@@ -287,6 +323,12 @@ func buildRoot(root string, binds []string, files map[string][]byte) error {
 			}
 		}
 	}
+	return nil
+}
+
+// bindHost binds each host path of binds that exists read-only at the same
+// path under root.
+func bindHost(root string, binds []string) error {
 	for _, p := range binds {
 		if _, err := os.Lstat(p); err != nil {
 			continue
@@ -295,6 +337,12 @@ func buildRoot(root string, binds []string, files map[string][]byte) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// writeEtc writes the sandbox's own /etc files, beside the binds of the
+// host's: its users, its host names, and no name server.
+func writeEtc(root string) error {
 	if target, err := os.Readlink("/etc/localtime"); err == nil && strings.HasPrefix(target, "/usr/") {
 		if err := os.Symlink(target, filepath.Join(root, "etc/localtime")); err != nil {
 			return err
@@ -313,6 +361,11 @@ func buildRoot(root string, binds []string, files map[string][]byte) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// writeRunFiles writes files into root's /run/codeexec by base name.
+func writeRunFiles(root string, files map[string][]byte) error {
 	for name, content := range files {
 		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
 			return fmt.Errorf("invalid sandbox file name %q", name)
@@ -321,9 +374,17 @@ func buildRoot(root string, binds []string, files map[string][]byte) error {
 			return err
 		}
 	}
+	return nil
+}
+
+var devices = []string{"null", "zero", "full", "random", "urandom"}
+
+// mountDev mounts the sandbox's /dev at dev: the host's harmless devices,
+// the usual symlinks, and the empty directories shm (each child mounts its
+// own) and pts.
+func mountDev(dev string) error {
 	// /dev: mknod is not allowed in a user namespace; bind the host's
 	// harmless devices onto empty files (DESIGN.md).
-	dev := filepath.Join(root, "dev")
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
 		return fmt.Errorf("mount /dev: %w", err)
 	}
@@ -345,14 +406,6 @@ func buildRoot(root string, binds []string, files map[string][]byte) error {
 		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
 			return err
 		}
-	}
-	// A fresh proc for our pid namespace (proc(5)); hidepid is left to the
-	// children, which mount their own.
-	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
-	}
-	if err := unix.Mount("tmpfs", filepath.Join(root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
-		return fmt.Errorf("mount /tmp: %w", err)
 	}
 	return nil
 }
