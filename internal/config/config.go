@@ -39,7 +39,7 @@ type Config struct {
 	// is not drained (default true).
 	DataWarmup bool
 	// PlotWarmup has that warm-up also render a small matplotlib figure
-	// (default false: about 12 MiB more per warm sandbox).
+	// (default false: it costs memory in every warm sandbox).
 	PlotWarmup bool
 	// QueueSize is how many executions may wait for a sandbox before
 	// requests get 429 (default 64).

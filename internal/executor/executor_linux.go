@@ -26,8 +26,8 @@ type Executor struct {
 	sessions map[*Session]struct{}
 }
 
-// New starts an executor: a zygote that preloads the libraries (about a
-// second) and a pool of warm children filled in the background.
+// New starts an executor: a zygote that preloads the libraries (New
+// returns once it has) and a pool of warm children filled in the background.
 func New(ctx context.Context, cfg Config) (*Executor, error) {
 	cfg.setDefaults()
 	if os.Geteuid() != 0 {

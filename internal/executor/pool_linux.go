@@ -28,12 +28,13 @@ type Config struct {
 	PoolSize int
 	// DataWarmup has a child that joins a pool where others already wait
 	// also warm up pandas (runner.warm_data): a first groupby in it is
-	// several times faster, for about 8 MiB more private memory. Under
-	// load, when the pool is empty, children join without it.
+	// several times faster, for the private memory the pages it copied
+	// take (docs/performance.md). Under load, when the pool is empty,
+	// children join without it.
 	DataWarmup bool
 	// PlotWarmup has that warm-up also draw and render a small figure: a
-	// first plot about 3 times faster, for about 12 MiB more private
-	// memory per child. It needs DataWarmup.
+	// first plot is faster, for more private memory per child. It needs
+	// DataWarmup.
 	PlotWarmup bool
 	// Python is the interpreter (default /usr/bin/python3; it must be
 	// under /usr, the only host tree the sandbox sees).
@@ -51,9 +52,9 @@ type Config struct {
 	// 10,000); OpenFiles the most open files of a process (default 1024).
 	MaxFiles, OpenFiles int64
 	// ZygoteMemoryBytes caps the zygote's memory (default 4 GiB). Kernel
-	// memory a child allocates at fork (page tables, about 0.5 MiB) stays
-	// charged to the zygote's cgroup while the child lives, so this bounds
-	// the number of live sandboxes too.
+	// memory a child allocates at fork (its page tables) stays charged to
+	// the zygote's cgroup while the child lives, so this bounds the number
+	// of live sandboxes too.
 	ZygoteMemoryBytes int64
 	// TotalMemoryBytes and TotalPids cap the memory (with swap) and the
 	// tasks of the zygote and every sandbox together, in the executor's
@@ -271,9 +272,8 @@ func (p *pool) startZygote(files map[string][]byte, sandboxEnv map[string]string
 	}
 	// The zygote keeps CPython's own allocator: routing the heap through
 	// glibc malloc on transparent huge pages made fork's page-table copy
-	// cheaper but every later allocation slower (ast.parse of "print(1)"
-	// took 3 ms instead of 0.06 ms in a child), and did not lower the CPU
-	// a spawn costs (measured in docs/architecture.md).
+	// cheaper but every later allocation slower, and did not lower the CPU
+	// a spawn costs (measured in docs/performance.md).
 	var env []string
 	for k, v := range sandboxEnv {
 		env = append(env, k+"="+v)
@@ -403,8 +403,8 @@ func (p *pool) readControl() {
 }
 
 // maxPrefault bounds what a child may ask its successors to copy at once:
-// the ranges must fit one control message, and the bytes a child's memory
-// at rest (Private_Dirty is about 4 MiB).
+// the ranges must fit one control message, and the bytes stay well above
+// the private memory of a warm child at rest (docs/performance.md).
 const (
 	maxPrefaultRanges = 1500
 	maxPrefaultBytes  = 64 << 20
@@ -424,8 +424,8 @@ func (p *pool) learnPrefault(pages []python.PageRange) {
 		}
 		if n := len(ranges); n > 0 && ranges[n-1][0] <= r[0] && r[0] <= ranges[n-1][0]+ranges[n-1][1] {
 			// Touching or overlapping: one call. (Bridging a gap would
-			// cost a page copy and 4 KiB per child to save a system call
-			// of about a microsecond.)
+			// cost a page copy and 4 KiB per child to save one cheap
+			// system call.)
 			ranges[n-1][1] = max(ranges[n-1][0]+ranges[n-1][1], r[0]+r[1]) - ranges[n-1][0]
 			continue
 		}
@@ -473,12 +473,12 @@ func (p *pool) cgroupName(kind string, id int) string {
 }
 
 // zygoteHeadroom is what the zygote's cgroup must have free before a
-// spawn. Each live child leaves about 2.2 MiB charged there (page tables,
-// and the pages it wrote before it joined its own cgroup; measured with
-// 200 sessions), and the zygote is the only process of that cgroup: if it
-// filled, the OOM killer would kill the zygote, and with it every sandbox.
-// With the default 4 GiB the pool refuses new children at about 1,700 live
-// ones instead.
+// spawn. Each live child leaves memory charged there (page tables, and the
+// pages it wrote before it joined its own cgroup; docs/performance.md has
+// the measured amount and the number of live children that fit), and the
+// zygote is the only process of that cgroup: if it filled, the OOM killer
+// would kill the zygote, and with it every sandbox. The pool refuses new
+// children before that instead.
 func zygoteHeadroom(limit int64) int64 { return max(32<<20, limit/16) }
 
 // checkCapacity refuses a new child, with ErrCapacity, when the zygote's

@@ -233,8 +233,8 @@ func DecodeEvent(data []byte) (*Event, error) {
 
 // UnmarshalJSON decodes a bundle without multiplying its size: each value
 // is kept as a string or as raw JSON, never as a tree of Go values (a
-// frame of "[{},{},...]" decoded into map[string]any costs about 20 times
-// its bytes). It refuses more than MaxBundleKeys keys. Once data is known
+// frame of "[{},{},...]" decoded into map[string]any costs many times its
+// bytes). It refuses more than MaxBundleKeys keys. Once data is known
 // to be valid JSON (json.Valid allocates nothing), the scan below only has
 // to find where each value ends.
 func (b *Bundle) UnmarshalJSON(data []byte) error {

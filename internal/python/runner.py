@@ -53,16 +53,16 @@ def warm():
 def warm_data(plots=False):
     """A second warm-up, which Go asks of a child that joins a pool where
     another child already waits (so on CPU no request wants): the first
-    pandas calls of a cell write over a thousand pages the child shares
-    with the zygote, since CPython writes a reference count into every
-    object it touches. Paid here, a fresh child's first groupby of 10,000
-    rows takes about 15 ms instead of about 100 ms on a virtual machine,
-    for about 8 MiB more private memory. Only the commonest calls are
-    warmed (building a DataFrame, groupby, read_csv, repr): each further
-    one costs 1-2 MiB in every warm child. With plots, it also draws and
-    renders a small figure: a first plot about 3 times faster (about 110
-    ms instead of 330 here), for about 12 MiB more. Nothing of it is left
-    in the user's globals, and no figure stays open."""
+    pandas calls of a cell write many pages the child shares with the
+    zygote, since CPython writes a reference count into every object it
+    touches. Paid here, a fresh child's first groupby is several times
+    faster, and the pages it copied stay private to the child. Only the
+    commonest calls are warmed (building a DataFrame, groupby, read_csv,
+    repr): each further one costs memory in every warm child. With plots,
+    it also draws and renders a small figure, so that a first plot is
+    faster too, for more memory. docs/performance.md has the figures.
+    Nothing of it is left in the user's globals, and no figure stays
+    open."""
     import numpy as np
     import pandas as pd
     df = pd.DataFrame({"k": np.arange(1000) % 10, "v": np.arange(1000.0)})

@@ -51,10 +51,11 @@ libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ul
 libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 # fork(2) without os.fork's after-fork work in the child: that work (lock
 # re-initialisation, at-fork hooks such as threading's and random's) writes
-# about 250 pages, each a copy-on-write fault of 10-20 us on a virtual
-# machine. The zygote is single-threaded and holds no lock when it forks,
-# so there is nothing to re-initialise; after_fork runs the hooks that do
-# more than that. Through PyDLL the call keeps the GIL, so the child owns it.
+# pages shared with the zygote, each a copy-on-write fault, which a virtual
+# machine makes expensive. The zygote is single-threaded and holds no lock
+# when it forks, so there is nothing to re-initialise; after_fork runs the
+# hooks that do more than that. Through PyDLL the call keeps the GIL, so
+# the child owns it.
 raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 raw_fork.restype = ctypes.c_int
 raw_fork.argtypes = []
@@ -191,7 +192,7 @@ def prefault():
 
     Each of those pages is shared copy-on-write with the zygote. Written
     one by one, each costs a page fault, and on a virtual machine a fault
-    (plus the TLB flush of the copy) costs 10-20 us; MADV_POPULATE_WRITE
+    (plus the TLB flush of the copy) is expensive; MADV_POPULATE_WRITE
     copies a whole range in one system call. Errors are ignored: a range
     the child does not have mapped, or a kernel before 5.14, only means
     the pages are copied on fault as before."""
@@ -203,9 +204,9 @@ def child_hooks():
     """Returns the at-fork hooks a new child runs (see after_fork).
 
     Left out, because the zygote has one thread and holds no lock when it
-    forks: threading's (forgets other threads, renews locks; about 150
-    page faults in each child) and logging's (renews handler locks; about
-    100). random's reseeding is done by reseed, before each fork. Every
+    forks: threading's (forgets other threads, renews locks, faulting in
+    pages of each child) and logging's (renews handler locks, the same).
+    random's reseeding is done by reseed, before each fork. Every
     other hook runs, in the order it was registered: matplotlib's, for
     one, empties its font cache, whose fonts hold file descriptors the
     child closes."""
@@ -232,8 +233,8 @@ def reseed():
     before each fork, so every child starts with generators of its own:
     without it all would draw the zygote's sequence (numpy.random has no
     at-fork hook, and children skip random's, see child_hooks). Done here
-    it costs the zygote a few microseconds; in the child it cost 4-5 ms of
-    first touches of its pages."""
+    it costs the zygote next to nothing; in the child it cost first
+    touches of many of its pages."""
     import random
     import numpy
     random.seed()
@@ -347,8 +348,8 @@ def main():
     preload()
     # Run the hooks children will run once here, so that what they reset
     # (matplotlib's font cache, for one) is already empty when a child
-    # inherits it: a child then has nothing to free, which cost it about
-    # 9 ms of first touches of the font objects' pages.
+    # inherits it: a child then has nothing to free, which cost it first
+    # touches of the font objects' pages.
     CHILD_HOOKS[:] = child_hooks()
     after_fork()
     gc.collect()
