@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# deps.sh installs the Debian packages codeexec needs on a Debian or Ubuntu
-# host: python3 with the libraries the sandbox preloads, a font for
-# matplotlib and CA certificates. It is idempotent: it installs only what
-# is missing and runs apt-get update only when something must be installed.
-# Run it as root; otherwise it prints what is missing and the command to run.
+# deps.sh installs the Debian packages codeexec and its tests need on a
+# Debian or Ubuntu host: python3 with the libraries the sandbox preloads, a
+# font for matplotlib, CA certificates, and the kernel headers one test
+# reads. It is idempotent: it installs only what is missing and runs apt-get
+# update only when something must be installed. Run it as root; otherwise it
+# prints what is missing and the command to run, and exits 1.
 set -euo pipefail
 
 packages=(
@@ -17,6 +18,9 @@ packages=(
 	python3-pil
 	fonts-dejavu-core
 	ca-certificates
+	# For the tests only: TestSeccompSyscallNumbers checks the filter's
+	# syscall numbers against /usr/include/x86_64-linux-gnu/asm/unistd_64.h.
+	linux-libc-dev
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

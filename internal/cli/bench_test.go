@@ -1,11 +1,14 @@
+//go:build linux
+
 package cli
 
 import (
 	"context"
 	"maps"
-	"os"
 	"testing"
 	"time"
+
+	"codeexec/internal/testenv"
 )
 
 func TestParseCPUBusy(t *testing.T) {
@@ -52,13 +55,7 @@ func TestParseHostCost(t *testing.T) {
 
 // TestMeasureHostCost runs the script for real: Python is there on CI.
 func TestMeasureHostCost(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("/usr/bin/python3 is missing on CI: make test installs it")
-		}
-		t.Skip("no /usr/bin/python3")
-	}
-	c, err := measureHostCost(context.Background(), "/usr/bin/python3", 1)
+	c, err := measureHostCost(context.Background(), testenv.Python(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

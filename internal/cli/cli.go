@@ -1,5 +1,8 @@
+//go:build linux
+
 // Package cli implements codeexec's subcommands, one file each. main only
-// calls Main.
+// calls Main. Like the server and the executor it drives, it builds only on
+// Linux.
 package cli
 
 import (

@@ -1,20 +1,21 @@
+//go:build linux
+
 package cli
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
+
+	"codeexec/internal/testenv"
 )
 
 // TestDoctor runs every check for real: on CI (root, Debian's python3
 // libraries installed by make test) each must pass.
 func TestDoctor(t *testing.T) {
-	if os.Getenv("CI") == "" && os.Geteuid() != 0 {
-		t.Skipf("the doctor's checks need root (uid-range mapping, cgroups); euid is %d and CI is unset", os.Geteuid())
-	}
+	testenv.Root(t, "the doctor's checks need root (uid-range mapping, cgroups)")
 	var stdout, stderr bytes.Buffer
 	code := runDoctor(context.Background(), []string{"--json"}, &stdout, &stderr)
 	var got []finding
@@ -42,9 +43,7 @@ func TestDoctor(t *testing.T) {
 }
 
 func TestDoctorMissingModule(t *testing.T) {
-	if _, err := os.Stat(doctorPython); err != nil && os.Getenv("CI") == "" {
-		t.Skipf("needs %s: %v", doctorPython, err)
-	}
+	testenv.File(t, doctorPython, "python3")
 	const module = "codeexec_no_such_module"
 	got := checkModule(context.Background(), module)
 	want := finding{

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"codeexec/internal/executor"
 	"codeexec/internal/python"
+	"codeexec/internal/testenv"
 )
 
 // runCLI runs `codeexec run args...` in-process and returns its exit code,
@@ -29,18 +32,8 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // newTestExecutor.
 func requireExecutor(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root, but this test does not")
-		}
-		t.Skip("codeexec run starts an executor, which needs root (namespaces with a uid range, cgroups)")
-	}
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("/usr/bin/python3 is missing on CI: make test installs it")
-		}
-		t.Skip("/usr/bin/python3 is missing: apt-get install python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sympy")
-	}
+	testenv.Root(t, "codeexec run starts an executor, which needs root (namespaces with a uid range, cgroups)")
+	testenv.Python(t)
 }
 
 // TestRunBadInput checks that bad arguments exit 2 with a message, before

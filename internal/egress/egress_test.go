@@ -32,6 +32,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"codeexec/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -815,13 +817,7 @@ for url in urls:
 // TestProxyPythonClients checks that Python's urllib and requests work
 // through the proxy and show a denial's reason to the program.
 func TestProxyPythonClients(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("python3 is not on PATH")
-		}
-		t.Skip("python3 is not on PATH")
-	}
+	py := testenv.Python(t, "requests")
 	u := newUpstream(t)
 	p := startProxy(t, u.policy(), newWorld(t))
 	cafile := filepath.Join(t.TempDir(), "ca.pem")

@@ -6,23 +6,15 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"codeexec/internal/testenv"
 )
 
 // newTestExecutor starts an executor for one test, closing it at the end.
 func newTestExecutor(t *testing.T, cfg Config) *Executor {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root, but this test does not")
-		}
-		t.Skip("the executor needs root (namespaces with a uid range, cgroups)")
-	}
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("/usr/bin/python3 is missing on CI: make test installs it")
-		}
-		t.Skip("/usr/bin/python3 is missing: apt-get install python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sympy")
-	}
+	testenv.Root(t, "the executor needs root (namespaces with a uid range, cgroups)")
+	testenv.Python(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if cfg.Logger == nil {

@@ -9,11 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"codeexec/internal/testenv"
 )
 
 // --- helpers -------------------------------------------------------------
@@ -752,13 +753,7 @@ print(json.dumps(outs))
 // TestPythonCode compiles every scenario's code, and runs the code that
 // needs no third-party library, when python3 is installed (one process).
 func TestPythonCode(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	switch {
-	case err != nil && os.Getenv("CI") != "":
-		t.Fatal("python3 is missing on CI: make test installs it")
-	case err != nil:
-		t.Skip("python3 is not installed (apt-get install python3)")
-	}
+	py := testenv.Python(t)
 	type job struct {
 		code string
 		run  bool

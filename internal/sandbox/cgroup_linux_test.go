@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"codeexec/internal/testenv"
 )
 
 // cgroupHelperEnv makes the test binary act as a victim program instead of
@@ -49,16 +51,13 @@ func TestCgroupHelperProcess(t *testing.T) {
 
 // newTestCgroups returns Cgroups under a parent unique to t, closed (and
 // checked to close) when t ends. Creating cgroups needs root: without it the
-// test is skipped, unless CI is set.
+// test is skipped, unless CI is set (testenv).
 func newTestCgroups(t testing.TB) *cgroups {
 	t.Helper()
-	ci := os.Getenv("CI") != ""
-	if os.Geteuid() != 0 && !ci {
-		t.Skip("skipping: creating cgroups under /sys/fs/cgroup needs root (with CI set this test runs and fails)")
-	}
+	testenv.Root(t, "creating cgroups under /sys/fs/cgroup")
 	l, err := detectCgroups(cgroupRoot)
-	if errors.Is(err, ErrUnsupported) && !ci {
-		t.Skipf("skipping: %v", err)
+	if errors.Is(err, ErrUnsupported) {
+		testenv.Missing(t, fmt.Sprintf("the cgroup controllers the sandbox uses: %v", err))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +213,7 @@ func TestCgroupSetLimits(t *testing.T) {
 func TestCgroupSetIdle(t *testing.T) {
 	c := newTestCgroup(t, newTestCgroups(t), "c")
 	if _, err := os.Stat(c.file(c.l.cpu, "cpu.idle")); err != nil {
-		t.Skipf("this kernel has no cpu.idle (Linux 5.15): %v", err)
+		testenv.Missing(t, fmt.Sprintf("cpu.idle, which Linux 5.15 added: %v", err))
 	}
 	for _, idle := range []bool{true, false, true} {
 		if err := c.SetIdle(idle); err != nil {
@@ -293,7 +292,7 @@ func TestCgroupMemoryUsage(t *testing.T) {
 		t.Fatalf("MemoryUsage() of an empty cgroup = %d, %v; want 0, nil", before, err)
 	}
 	// It waits for the line startInCgroup writes once it is in c.
-	cmd := exec.Command("/usr/bin/python3", "-c", "import sys\nsys.stdin.readline()\nb = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('ok', flush=True)\nsys.stdin.readline()")
+	cmd := exec.Command(testenv.Python(t), "-c", "import sys\nsys.stdin.readline()\nb = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('ok', flush=True)\nsys.stdin.readline()")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"codeexec/internal/testenv"
 )
 
 func startPython(t *testing.T, code string) (stdout, stderr string, err error) {
@@ -32,9 +34,7 @@ func startPythonEnv(t *testing.T, code string, env []string) (stdout, stderr str
 func pythonConfig(t *testing.T, code string, env []string) Config {
 	t.Helper()
 	requireRoot(t)
-	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		requireOrSkip(t, "/usr/bin/python3 is missing (apt-get install python3)")
-	}
+	testenv.Python(t)
 	return Config{
 		Path: "/usr/bin/python3", Args: []string{"python3", "-s", "-c", code},
 		Env:   append([]string{"PATH=/usr/bin:/bin"}, env...),
@@ -82,19 +82,7 @@ func hostDir(t *testing.T) string {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		requireOrSkip(t, "the sandbox needs root (CAP_SYS_ADMIN) to map a uid range and manage cgroups")
-	}
-}
-
-// requireOrSkip skips outside CI and fails on CI, where every
-// prerequisite must be installed.
-func requireOrSkip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("prerequisite missing on CI: %s", why)
-	}
-	t.Skip(why)
+	testenv.Root(t, "the sandbox needs root (CAP_SYS_ADMIN) to map a uid range and manage cgroups")
 }
 
 func TestOuterSandboxView(t *testing.T) {
@@ -127,9 +115,7 @@ say("cas", ssl.create_default_context().cert_store_stats()["x509_ca"] > 0)
 	// HTTPS through the egress proxy needs the host's CA certificates,
 	// and nothing else of /etc/ssl (not /etc/ssl/private).
 	const caFile = "/etc/ssl/certs/ca-certificates.crt"
-	if _, err := os.Stat(caFile); err != nil {
-		requireOrSkip(t, caFile+" is missing (apt-get install ca-certificates)")
-	}
+	testenv.File(t, caFile, "ca-certificates")
 	ssl := "ssl=['certs']"
 	if _, err := os.Stat("/etc/ssl/openssl.cnf"); err == nil {
 		ssl = "ssl=['certs', 'openssl.cnf']"

@@ -2,8 +2,8 @@
 // namespaces, mounts, seccomp, cgroups and rlimits. It knows nothing of Python
 // or HTTP; the executor package is its only user.
 //
-// Portable types live in this file; kernel code lives in *_linux.go files so
-// the rest of the tree still builds and vets on other systems.
+// Everything but this file's types is Linux-only (*_linux.go), as is every
+// package that uses it: codeexec runs only on Linux (see cmd/codeexec).
 package sandbox
 
 import "errors"

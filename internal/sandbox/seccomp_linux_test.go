@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"codeexec/internal/testenv"
 )
 
 // The tests run each attack in a victim: this test binary re-executed with
@@ -144,7 +146,7 @@ func TestSeccompI386(t *testing.T) {
 // TestSeccompPython runs the Python libraries the sandbox serves under the
 // filter, installed by a victim that then execs python3.
 func TestSeccompPython(t *testing.T) {
-	requirePython(t, "numpy", "pandas", "matplotlib", "scipy", "sympy", "requests")
+	testenv.Python(t, "numpy", "pandas", "matplotlib", "scipy", "sympy", "requests")
 	got := runVictim(t, pythonVictim, "MPLCONFIGDIR="+t.TempDir())
 	if got != "ok" {
 		t.Errorf("python3 under the filter printed %q, want %q", got, "ok")
@@ -155,7 +157,7 @@ func TestSeccompPython(t *testing.T) {
 // sock_fprog.filter: python3 installs them itself with ctypes, as the
 // sandbox's children do, and then tries a few syscalls.
 func TestSeccompProgramPython(t *testing.T) {
-	requirePython(t)
+	testenv.Python(t)
 	prog, err := SeccompProgram()
 	if err != nil {
 		t.Fatalf("SeccompProgram() error: %v", err)
@@ -222,9 +224,10 @@ func TestSeccompProgram(t *testing.T) {
 // headers (Debian's linux-libc-dev).
 func TestSeccompSyscallNumbers(t *testing.T) {
 	const header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
+	testenv.File(t, header, "linux-libc-dev")
 	f, err := os.Open(header)
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("%s (Debian package linux-libc-dev): %v", header, err))
+		t.Fatal(err)
 	}
 	defer f.Close()
 	want := make(map[string]uint32)
@@ -387,29 +390,6 @@ func stderrOf(err error) []byte {
 		return exit.Stderr
 	}
 	return nil
-}
-
-// skipOrFail skips the test for want of prerequisite, or fails it on CI.
-func skipOrFail(t *testing.T, prerequisite string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("missing prerequisite: %s", prerequisite)
-	}
-	t.Skipf("missing prerequisite (a failure where CI is set): %s", prerequisite)
-}
-
-// requirePython checks for /usr/bin/python3 and its modules.
-func requirePython(t *testing.T, modules ...string) {
-	t.Helper()
-	const script = "import importlib.util, sys; print(*[m for m in sys.argv[1:] if importlib.util.find_spec(m) is None])"
-	out, err := exec.Command("/usr/bin/python3", append([]string{"-c", script}, modules...)...).Output()
-	if err != nil {
-		skipOrFail(t, fmt.Sprintf("/usr/bin/python3: %v", err))
-	}
-	if missing := strings.Fields(string(out)); len(missing) > 0 {
-		skipOrFail(t, fmt.Sprintf("Python modules %s for /usr/bin/python3 (Debian packages python3-<module>)",
-			strings.Join(missing, ", ")))
-	}
 }
 
 const pythonVictim = "python3 with numpy, pandas, matplotlib, scipy, sympy, requests"

@@ -1,6 +1,8 @@
+//go:build linux
+
 // Package server is codeexec's HTTP API (API.md): net/http handlers and
 // middleware over the executor and the store. It knows nothing of
-// namespaces.
+// namespaces, but it builds only on Linux, where executor.Executor exists.
 package server
 
 import (

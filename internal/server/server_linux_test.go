@@ -19,6 +19,7 @@ import (
 
 	"codeexec/internal/cli"
 	"codeexec/internal/config"
+	"codeexec/internal/testenv"
 )
 
 const (
@@ -37,12 +38,8 @@ type service struct {
 // dir unless set, two API keys) until the test ends or stop is called.
 func startService(t *testing.T, mod func(*config.Config)) *service {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root, but this test does not")
-		}
-		t.Skip("the service needs root (sandboxes with a uid range and cgroups)")
-	}
+	testenv.Root(t, "the service needs root (sandboxes with a uid range and cgroups)")
+	testenv.Python(t)
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
