@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -221,7 +222,7 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return resp, nil
 		}
-		if e := sp.checkUnknownURL(resp, data); e != nil {
+		if e := sp.checkUnknownURL(req, resp, data); e != nil {
 			rep.Errorf("contract: %s (not in docs/openapi.yaml): %v", what, e)
 		}
 		return resp, nil
@@ -288,8 +289,19 @@ func (sp *spec) itemSchema(m *match, resp *http.Response) (*openapi3.Schema, err
 	return sp.schema(mt.Extensions["x-item-schema"])
 }
 
-// checkUnknownURL checks the catch-all's answer.
-func (sp *spec) checkUnknownURL(resp *http.Response, data []byte) error {
+// checkUnknownURL checks the answer to a request no operation matches:
+// the catch-all's 404, or ServeMux's redirect of a path that is not clean
+// to its clean form.
+func (sp *spec) checkUnknownURL(req *http.Request, resp *http.Response, data []byte) error {
+	if clean := cleanPath(req.URL.Path); clean != req.URL.Path {
+		switch loc, _ := resp.Location(); {
+		case resp.StatusCode != http.StatusTemporaryRedirect:
+			return fmt.Errorf("answered %d to a path that is not clean, want a 307 to %s", resp.StatusCode, clean)
+		case loc == nil || loc.Path != clean:
+			return fmt.Errorf("redirected to %v, want %s", loc, clean)
+		}
+		return nil
+	}
 	if resp.StatusCode != http.StatusNotFound {
 		return fmt.Errorf("answered %d, want 404 unknown_url", resp.StatusCode)
 	}
@@ -302,6 +314,15 @@ func (sp *spec) checkUnknownURL(resp *http.Response, data []byte) error {
 		return err
 	}
 	return nil
+}
+
+// cleanPath is path as ServeMux cleans it.
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // sseChecker passes a Server-Sent Events body through, validating each
