@@ -146,10 +146,11 @@ type specTransport struct {
 	hosts map[string]reporter
 }
 
-var (
-	theSpecTransport = &specTransport{base: http.DefaultTransport, hosts: map[string]reporter{}}
-	installSpec      sync.Once
-)
+var theSpecTransport = &specTransport{base: http.DefaultTransport, hosts: map[string]reporter{}}
+
+// The transport is installed before any test runs, so that no request is
+// in flight while it changes; it passes unregistered hosts' traffic on.
+func init() { http.DefaultClient.Transport = theSpecTransport }
 
 // checkAgainstSpec validates, until the test ends, every request that
 // http.DefaultClient makes to the server at baseURL and every response it
@@ -159,7 +160,6 @@ func checkAgainstSpec(t *testing.T, baseURL string) {
 	if _, err := loadSpec(); err != nil {
 		t.Fatalf("the API contract: %v", err)
 	}
-	installSpec.Do(func() { http.DefaultClient.Transport = theSpecTransport })
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +577,6 @@ func TestSpecCheckerCatchesDrift(t *testing.T) {
 		answers[r.URL.Path](w)
 	}))
 	defer fake.Close()
-	installSpec.Do(func() { http.DefaultClient.Transport = theSpecTransport })
 	u, _ := url.Parse(fake.URL)
 	rec := &recorder{}
 	theSpecTransport.register(u.Host, rec)
