@@ -32,7 +32,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		code    = fs.String("c", "", "run this code instead of a file")
-		asJSON  = fs.Bool("json", false, "print the result object of API.md instead of the output")
+		asJSON  = fs.Bool("json", false, "print the result object (see docs/api.md) instead of the output")
 		outDir  = fs.String("out", "", "save images and created files into this directory")
 		files   repeated
 		lim     = executor.DefaultLimits

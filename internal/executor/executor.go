@@ -24,7 +24,7 @@ import (
 // Status is how an execution ended.
 type Status string
 
-// The statuses of API.md.
+// The statuses of docs/openapi.yaml.
 const (
 	StatusOK          Status = "ok"
 	StatusError       Status = "error"        // the code raised an exception
@@ -140,7 +140,7 @@ type Request struct {
 	Network *egress.Policy
 }
 
-// Result is the outcome of an execution, the object of API.md.
+// Result is the outcome of an execution, ExecutionResult of docs/openapi.yaml.
 type Result struct {
 	ID        string          `json:"id"`
 	Status    Status          `json:"status"`

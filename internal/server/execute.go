@@ -23,7 +23,7 @@ type execRequest struct {
 	Code          *string  `json:"code"`
 	Timeout       *float64 `json:"timeout"`
 	MemoryLimitMB *int64   `json:"memory_limit_mb"`
-	// OutputLimitBytes extends API.md: the limit of stdout and of stderr.
+	// OutputLimitBytes is the limit of stdout and of stderr.
 	OutputLimitBytes *int64      `json:"output_limit_bytes"`
 	Files            []inputFile `json:"files"`
 	SessionID        *string     `json:"session_id"`

@@ -1,6 +1,7 @@
 //go:build linux
 
-// Package server is codeexec's HTTP API (API.md): net/http handlers and
+// Package server is codeexec's HTTP API (docs/openapi.yaml, served as
+// GET /openapi.json; docs/api.md is the guide): net/http handlers and
 // middleware over the executor and the store. It knows nothing of
 // namespaces, but it builds only on Linux, where executor.Executor exists.
 package server
@@ -20,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"codeexec/docs"
 	"codeexec/internal/config"
 	"codeexec/internal/egress"
 	"codeexec/internal/executor"
@@ -109,10 +111,22 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "warm_sandboxes": s.exec.Warm()})
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
 			Message: "unknown request URL: " + r.Method + " " + r.URL.Path})
 	})
+}
+
+// handleOpenAPI serves the API contract, docs/openapi.yaml, as JSON.
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	spec, err := docs.OpenAPIJSON()
+	if err != nil {
+		writeError(w, s.internal(r, "openapi.json", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(spec)
 }
 
 type ctxKey int

@@ -77,6 +77,7 @@ func startService(t *testing.T, mod func(*config.Config)) *service {
 		})
 	}
 	t.Cleanup(s.stop)
+	checkAgainstSpec(t, s.url) // openapi_test.go
 	// Wait until a sandbox is warm.
 	for i := 0; i < 200; i++ {
 		if resp, err := http.Get(s.url + "/readyz"); err == nil {

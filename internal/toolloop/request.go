@@ -150,8 +150,8 @@ func (r *Request) addFile(id string) {
 	r.FileIDs = append(r.FileIDs, id)
 }
 
-// ExecutionEntry is a tool_calls entry for a server-side execution, as
-// API.md shows it.
+// ExecutionEntry is a tool_calls entry for a server-side execution
+// (CodeExecutionCall and WebSearchCall of docs/openapi.yaml).
 type ExecutionEntry struct {
 	ID            string         `json:"id"`
 	Type          string         `json:"type"`
