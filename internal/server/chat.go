@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -89,17 +88,19 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 	if s.chat == nil {
 		return s.noUpstream()
 	}
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large", Message: "request body is too large"}
-	}
-	req, err := toolloop.ParseRequest(data)
-	if err != nil {
-		var re *toolloop.RequestError
-		if errors.As(err, &re) {
-			return invalid(re.Param, "%s", re.Msg)
+	var req *toolloop.Request
+	if e := s.readBody(r, owner, func(data []byte) *apiError {
+		var err error
+		if req, err = toolloop.ParseRequest(data); err != nil {
+			var re *toolloop.RequestError
+			if errors.As(err, &re) {
+				return invalid(re.Param, "%s", re.Msg)
+			}
+			return invalid("", "%v", err)
 		}
-		return invalid("", "%v", err)
+		return nil
+	}); e != nil {
+		return e
 	}
 	if req.Search && s.chat.Loop.Search == nil {
 		return invalid("tools", "%v", toolloop.ErrSearchUnavailable)
@@ -204,7 +205,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		}
 		return ctx.Err()
 	}
-	_, err = s.chat.Loop.Run(ctx, req, sb, desc, emit)
+	_, err := s.chat.Loop.Run(ctx, req, sb, desc, emit)
 	if err != nil {
 		if isGone(r.Context(), err) && !stopped() {
 			return nil
