@@ -1,3 +1,5 @@
+//go:build linux
+
 package server_test
 
 // The API contract, docs/openapi.yaml, is checked here against what the
