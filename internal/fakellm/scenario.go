@@ -16,17 +16,18 @@ const (
 
 // Scenario names, reported in Reply.Scenario.
 const (
-	ScenarioLoop     = "loop"
-	ScenarioWeather  = "weather"
-	ScenarioSearch   = "search"
-	ScenarioAttached = "attached"
-	ScenarioSetVar   = "set-variable"
-	ScenarioUseVar   = "use-variable"
-	ScenarioInterest = "compound-interest"
-	ScenarioFib      = "fibonacci"
-	ScenarioChart    = "bar-chart"
-	ScenarioCSV      = "csv"
-	ScenarioPlain    = "plain"
+	ScenarioLoop       = "loop"
+	ScenarioWeather    = "weather"
+	ScenarioSearch     = "search"
+	ScenarioAttached   = "attached"
+	ScenarioSetVar     = "set-variable"
+	ScenarioUseVar     = "use-variable"
+	ScenarioInterest   = "compound-interest"
+	ScenarioFib        = "fibonacci"
+	ScenarioChart      = "bar-chart"
+	ScenarioSavedChart = "saved-chart"
+	ScenarioCSV        = "csv"
+	ScenarioPlain      = "plain"
 )
 
 // The exact code of the scenarios with fixed code.
@@ -51,6 +52,13 @@ const (
 		"plt.ylabel(\"Popularity (%)\")\n" +
 		"plt.show()"
 
+	// SavedChartCode is BarChartCode that also saves the chart as
+	// /mnt/data/chart.png.
+	SavedChartCode = "import matplotlib.pyplot as plt\n" +
+		"\n" +
+		"plt.bar([\"a\", \"b\"], [1, 2])\n" +
+		"plt.savefig(\"/mnt/data/chart.png\")\n" +
+		"plt.show()"
 	LoopCode = "print('again')"
 
 	WeatherCode = "print(2+2)"
@@ -64,15 +72,16 @@ const (
 
 // Fixed answers.
 const (
-	PlainAnswer    = "I don't need tools for that."
-	OutOfTurns     = "I ran out of turns."
-	NoCodeTool     = "I cannot run code without the code_execution tool."
-	ChartAnswer    = "Here is the chart."
-	NoChartAnswer  = "No chart was produced."
-	FailurePrefix  = "The code failed: "
-	WeatherCity    = "Paris"
-	WeatherArgs    = `{"city":"Paris"}`
-	ToolOutputLead = "The tool output was: "
+	PlainAnswer      = "I don't need tools for that."
+	OutOfTurns       = "I ran out of turns."
+	NoCodeTool       = "I cannot run code without the code_execution tool."
+	ChartAnswer      = "Here is the chart."
+	SavedChartAnswer = "The chart is saved as chart.png."
+	NoChartAnswer    = "No chart was produced."
+	FailurePrefix    = "The code failed: "
+	WeatherCity      = "Paris"
+	WeatherArgs      = `{"city":"Paris"}`
+	ToolOutputLead   = "The tool output was: "
 )
 
 // CSVCode is the code sent for the csv/trend scenario: it analyses data
@@ -294,6 +303,10 @@ func Decide(r *Request) Reply {
 	case strings.Contains(c.lower, "fibonacci"):
 		return c.single(ScenarioFib, FibonacciCode, func(out string) string {
 			return "The first 20 Fibonacci numbers are: " + out
+		})
+	case strings.Contains(c.lower, "save") && strings.Contains(c.lower, "chart"):
+		return c.single(ScenarioSavedChart, SavedChartCode, func(out string) string {
+			return SavedChartAnswer
 		})
 	case strings.Contains(c.lower, "bar chart"):
 		return c.single(ScenarioChart, BarChartCode, func(out string) string {

@@ -100,6 +100,10 @@ func (s *Server) routes() {
 	api("DELETE /v1/files/{id}", s.handleDeleteFile)
 	api("POST /v1/chat/completions", s.handleChat)
 	api("GET /v1/models", s.handleModels)
+	api("POST /v1/responses", s.handleResponses)
+	api("GET /v1/responses/{id}", s.handleGetResponse)
+	api("DELETE /v1/responses/{id}", s.handleDeleteResponse)
+	api("GET /v1/responses/{id}/input_items", s.handleResponseInputItems)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -235,7 +239,12 @@ func (s *Server) owner(r *http.Request) (string, bool) {
 
 // internal logs err with the request id and returns the generic 500.
 func (s *Server) internal(r *http.Request, what string, err error) *apiError {
-	s.log.Error(what, "request_id", r.Context().Value(requestIDKey), "err", err)
+	return s.internalCtx(r.Context(), what, err)
+}
+
+// internalCtx is internal for a request's context.
+func (s *Server) internalCtx(ctx context.Context, what string, err error) *apiError {
+	s.log.Error(what, "request_id", ctx.Value(requestIDKey), "err", err)
 	return errInternal
 }
 

@@ -102,9 +102,31 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	if m := body.MemoryLimitMB; m != nil && (*m < 16 || *m > s.cfg.MaxMemoryMB) {
 		return invalid("memory_limit_mb", "memory_limit_mb must be between 16 and %d", s.cfg.MaxMemoryMB)
 	}
-	slot, e := s.reserveSession(owner)
+	var memoryMB int64
+	if body.MemoryLimitMB != nil {
+		memoryMB = *body.MemoryLimitMB
+	}
+	ls, e := s.startSession(r.Context(), owner, idle, memoryMB)
 	if e != nil {
 		return e
+	}
+	if ls == nil {
+		return nil // the client left
+	}
+	rec := ls.rec
+	writeJSON(w, http.StatusOK, s.sessionView(rec, true))
+	return nil
+}
+
+// startSession makes a live session of owner: a place under its session
+// limit, then a sandbox (admitted like an execution, so a burst of
+// creations cannot bypass the queue), then its record. memoryMB is its
+// default memory limit (0: the server's). It returns nil, nil when the
+// client left.
+func (s *Server) startSession(ctx context.Context, owner string, idle time.Duration, memoryMB int64) (*liveSession, *apiError) {
+	slot, e := s.reserveSession(owner)
+	if e != nil {
+		return nil, e
 	}
 	kept := false
 	defer func() {
@@ -112,43 +134,37 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 			slot()
 		}
 	}()
-	// Creating a session takes a sandbox like an execution: admitted the
-	// same way, so a burst of creations cannot bypass the queue.
 	admitted, e := s.admit(owner)
 	if e != nil {
-		return e
+		return nil, e
 	}
-	sess, err := s.exec.NewSession(r.Context(), idle)
+	sess, err := s.exec.NewSession(ctx, idle)
 	admitted()
 	if err != nil {
-		if isGone(r.Context(), err) {
-			return nil
+		if isGone(ctx, err) {
+			return nil, nil
 		}
 		if errors.Is(err, executor.ErrCapacity) {
 			s.metrics.rejected.WithLabelValues("capacity").Inc()
-			return atCapacity()
+			return nil, atCapacity()
 		}
-		return s.internal(r, "create session", err)
+		return nil, s.internalCtx(ctx, "create session", err)
 	}
 	now := time.Now()
 	rec := store.Session{ID: newID("sess_"), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
-	if err := s.store.PutSession(r.Context(), rec); err != nil {
+	if err := s.store.PutSession(ctx, rec); err != nil {
 		sess.Close()
-		return s.internal(r, "store session", err)
+		return nil, s.internalCtx(ctx, "store session", err)
 	}
-	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot}
+	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: memoryMB}
 	kept = true
-	if body.MemoryLimitMB != nil {
-		ls.memoryMB = *body.MemoryLimitMB
-	}
 	s.mu.Lock()
 	s.sessions[rec.ID] = ls
 	s.mu.Unlock()
 	s.metrics.sessions.Inc()
 	s.wg.Add(1)
 	go s.reap(ls, rec.ExpiresAt)
-	writeJSON(w, http.StatusOK, s.sessionView(rec, true))
-	return nil
+	return ls, nil
 }
 
 // reap ends ls when its process ends (idle timeout, death) or its

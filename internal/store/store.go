@@ -159,6 +159,21 @@ var migrations = []string{
 	CREATE INDEX files_owner ON files (owner, created_at);
 	CREATE INDEX files_session ON files (owner, session_id, filename, created_at);
 	CREATE INDEX files_expires ON files (expires_at) WHERE expires_at != 0;`,
+
+	// Stored responses of the Responses API: the response object, the
+	// request's input items, and the conversation a response that follows
+	// it starts from, each as JSON.
+	`CREATE TABLE responses (
+		owner      TEXT NOT NULL,
+		id         TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		response   BLOB NOT NULL,
+		input      BLOB NOT NULL,
+		history    BLOB NOT NULL,
+		PRIMARY KEY (owner, id)
+	) STRICT;
+	CREATE INDEX responses_expires ON responses (expires_at) WHERE expires_at != 0;`,
 }
 
 // migrate brings db's schema up to the last of migrations in one
@@ -191,8 +206,8 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	return tx.Commit()
 }
 
-// DeleteExpired removes every file and session whose ExpiresAt is at or
-// before now, together with the files of the removed sessions and their
+// DeleteExpired removes every file, session and stored response whose
+// ExpiresAt is at or before now, together with the files of the removed sessions and their
 // contents, and reports how many files and sessions it removed. It works
 // across all owners; the service calls it periodically.
 //
@@ -228,6 +243,9 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (files, sessio
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return 0, 0, fmt.Errorf("delete expired files: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM responses WHERE expires_at != 0 AND expires_at <= ?`, t); err != nil {
+		return 0, 0, fmt.Errorf("delete expired responses: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at != 0 AND expires_at <= ?`, t)
 	if err != nil {

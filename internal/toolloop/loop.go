@@ -130,7 +130,11 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 		st.total.add(t.usage)
 		st.last = t
 		var ours, theirs []call
-		for _, c := range t.calls {
+		for i, c := range t.calls {
+			if c.ID == "" {
+				c.ID = fmt.Sprintf("call_%d_%d", time.Now().UnixNano(), i)
+				t.calls[i] = c
+			}
 			if (c.Name == CodeTool && req.Code != nil) || (c.Name == SearchTool && req.Search) {
 				ours = append(ours, c)
 			} else {
@@ -142,6 +146,9 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 		}
 		msgs = append(msgs, assistantMessage(t.content, t.calls))
 		for _, c := range ours {
+			if c.Name == CodeTool {
+				st.begin(c.ID, codeArg(c.Args))
+			}
 			entry, output, err := l.runTool(toolCtx, c, sb, outBudget)
 			if err != nil {
 				return nil, err
@@ -380,9 +387,6 @@ func parseCompletion(data []byte) (*turnResult, error) {
 // leaves no time for is not started, or if it was, ends with ctx; its
 // result says so.
 func (l *Loop) runTool(ctx context.Context, c call, sb Sandbox, budget int) (ExecutionEntry, string, error) {
-	if c.ID == "" {
-		c.ID = "call_" + fmt.Sprint(time.Now().UnixNano())
-	}
 	if c.Name == SearchTool {
 		var args struct {
 			Query string `json:"query"`

@@ -60,8 +60,19 @@ func (st *state) content(s string) error {
 	return st.chunk(map[string]any{"content": s}, nil)
 }
 
-// entry records an execution; streaming clients get its code and then its
-// output as two tool_calls deltas of the same index.
+// begin tells a streaming client that the code execution id is about to
+// run: a tool_calls delta with its code, before it runs.
+func (st *state) begin(id, code string) {
+	if st.emit == nil {
+		return
+	}
+	st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": st.nextIndex, "id": id, "type": CodeTool,
+		"code_execution": map[string]any{"code": code}}}}, nil)
+	st.nextIndex++
+}
+
+// entry records an execution; streaming clients got its code from begin
+// and now get its output, as a tool_calls delta of the same index.
 func (st *state) entry(e ExecutionEntry) {
 	st.entries = append(st.entries, e)
 	if e.Type == CodeTool {
@@ -72,18 +83,16 @@ func (st *state) entry(e ExecutionEntry) {
 	if st.emit == nil {
 		return
 	}
-	i := st.nextIndex
-	st.nextIndex++
 	switch e.Type {
 	case CodeTool:
-		st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": i, "id": e.ID, "type": e.Type,
-			"code_execution": map[string]any{"code": e.CodeExecution.Code}}}}, nil)
+		i := st.nextIndex - 1 // begin's
 		st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": i, "code_execution": map[string]any{
 			"output": e.CodeExecution.Output, "status": e.CodeExecution.Status,
 			"displays": e.CodeExecution.Displays, "files": e.CodeExecution.Files}}}}, nil)
 	default:
-		st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": i, "id": e.ID, "type": e.Type,
+		st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": st.nextIndex, "id": e.ID, "type": e.Type,
 			"web_search": e.WebSearch}}}, nil)
+		st.nextIndex++
 	}
 }
 

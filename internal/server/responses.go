@@ -1,0 +1,325 @@
+//go:build linux
+
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"codeexec/internal/executor"
+	"codeexec/internal/responses"
+	"codeexec/internal/store"
+	"codeexec/internal/toolloop"
+)
+
+// handleResponses serves POST /v1/responses: the request becomes a chat
+// completion request the tool loop runs (always streamed from the
+// provider, so that one builder makes streamed and whole responses), its
+// code runs in a container, and the loop's chunks become output items.
+func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	if s.chat == nil {
+		return s.noUpstream()
+	}
+	var body []byte
+	if e := s.readBody(r, owner, func(data []byte) *apiError { body = data; return nil }); e != nil {
+		return e
+	}
+	var prev struct {
+		ID string `json:"previous_response_id"`
+	}
+	json.Unmarshal(body, &prev)
+	var history []json.RawMessage
+	if prev.ID != "" {
+		rec, err := s.store.Response(r.Context(), owner, prev.ID)
+		if err != nil {
+			return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "previous_response_id", Code: "not_found",
+				Message: fmt.Sprintf("previous response with id %q not found (it was not stored, was deleted, or has expired)", prev.ID)}
+		}
+		if err := json.Unmarshal(rec.History, &history); err != nil {
+			return s.internal(r, "read stored response", err)
+		}
+	}
+	req, err := responses.Parse(body, history, newID)
+	if err != nil {
+		if re, ok := errors.AsType[*responses.Error](err); ok {
+			return invalid(re.Param, "%s", re.Msg)
+		}
+		return invalid("", "%v", err)
+	}
+	chatReq, err := toolloop.ParseRequest(req.Chat)
+	if err != nil {
+		if re, ok := errors.AsType[*toolloop.RequestError](err); ok {
+			return invalid("input", "%s", re.Msg)
+		}
+		return invalid("input", "%v", err)
+	}
+	if chatReq.Search && s.chat.Loop.Search == nil {
+		return invalid("tools", "%v", toolloop.ErrSearchUnavailable)
+	}
+	if req.Code == nil && len(chatReq.FileIDs) > 0 {
+		return invalid("input", "input files need the code_interpreter tool: add {\"type\": \"code_interpreter\", \"container\": {\"type\": \"auto\"}} to tools")
+	}
+
+	sb := &chatSandbox{s: s, owner: owner}
+	defer sb.close()
+	var fileNames []string
+	containerID := ""
+	if req.Code != nil {
+		ls, e := s.responseContainer(r.Context(), owner, req.Code, history)
+		if e != nil {
+			return e
+		}
+		if ls == nil {
+			return nil // the client left
+		}
+		sb.live, containerID = ls, ls.rec.ID
+		ids := append(append([]string(nil), req.Code.FileIDs...), chatReq.FileIDs...)
+		if fileNames, e = s.placeAttached(r, owner, sb, ids, chatReq); e != nil {
+			return e
+		}
+	}
+	var allow []string
+	if s.egress != nil {
+		allow = s.egress.Allow
+	}
+	desc := toolloop.SandboxDescription(s.cfg.Timeout, s.cfg.MemoryMB, fileNames, allow)
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
+	var sse *sseWriter
+	var emit func(string, []byte) error
+	if req.Stream {
+		sse = newSSE(w, s.cfg.StreamWriteTimeout)
+		emit = func(event string, data []byte) error { return sse.event(event, json.RawMessage(data)) }
+	}
+	id := newID("resp_")
+	b := responses.NewBuilder(id, req, req.PreviousResponseID, newID, emit)
+	b.ContainerID = containerID
+	if err := b.Start(); err != nil {
+		return nil // the client does not read
+	}
+	_, err = s.chat.Loop.Run(ctx, chatReq, sb, desc, b.Chunk)
+	var fail *responses.ResponseError
+	if err != nil {
+		stopped := ctx.Err() != nil && r.Context().Err() == nil
+		switch {
+		case isGone(r.Context(), err) && !stopped:
+			return nil
+		case sse == nil && stopped:
+			return shuttingDown()
+		case sse == nil:
+			return s.upstreamError(r, err)
+		}
+		e := s.upstreamError(r, err)
+		if stopped {
+			e = shuttingDown()
+		}
+		fail = &responses.ResponseError{Code: "server_error", Message: e.Message}
+	}
+	resp, items := b.Finish(fail)
+	if req.Store && fail == nil {
+		all := append(append(append([]json.RawMessage(nil), history...), req.Input...), items...)
+		rec := store.Response{Owner: owner, ID: id, Response: mustMarshal(resp), Input: mustMarshal(req.Input),
+			History: mustMarshal(all), CreatedAt: time.Unix(resp.CreatedAt, 0)}
+		if s.cfg.FileTTL > 0 {
+			rec.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
+		}
+		if err := s.store.PutResponse(context.WithoutCancel(r.Context()), rec); err != nil {
+			s.log.Error("store response", "response_id", id, "err", err)
+		}
+	}
+	if sse == nil {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
+		writeJSON(w, http.StatusOK, resp)
+	}
+	return nil
+}
+
+// responseContainer is the container code_interpreter runs in: the one
+// it names, else (auto) the container of the conversation's latest
+// code_interpreter_call while it lives, else a new one.
+func (s *Server) responseContainer(ctx context.Context, owner string, c *responses.CodeTool, history []json.RawMessage) (*liveSession, *apiError) {
+	if c.ContainerID != "" {
+		return s.liveSession(ctx, owner, c.ContainerID)
+	}
+	for i := len(history) - 1; i >= 0; i-- {
+		var it struct {
+			Type        string `json:"type"`
+			ContainerID string `json:"container_id"`
+		}
+		if json.Unmarshal(history[i], &it) == nil && it.Type == "code_interpreter_call" && it.ContainerID != "" {
+			if ls, err := s.findSession(ctx, owner, it.ContainerID); err == nil {
+				return ls, nil
+			}
+			break
+		}
+	}
+	memoryMB, e := s.memoryLimit(c.MemoryLimit)
+	if e != nil {
+		return nil, e
+	}
+	return s.startSession(ctx, owner, s.cfg.SessionIdle, memoryMB)
+}
+
+// memoryLimit reads a container's memory_limit ("1g", "4g", ...; "" is
+// the server's default) as MiB.
+func (s *Server) memoryLimit(v string) (int64, *apiError) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToLower(v), "g"), 10, 64)
+	if err != nil || !strings.HasSuffix(strings.ToLower(v), "g") || n <= 0 || n > 1<<20 {
+		return 0, invalid("memory_limit", "memory_limit must be a size in GiB such as \"1g\" or \"4g\"")
+	}
+	if mb := n << 10; mb <= s.cfg.MaxMemoryMB {
+		return mb, nil
+	}
+	return 0, invalid("memory_limit", "memory_limit %s is over the server's maximum of %d MiB", v, s.cfg.MaxMemoryMB)
+}
+
+// placeAttached places the files ids in the request's sandbox and tells
+// the model where they are; it returns their paths.
+func (s *Server) placeAttached(r *http.Request, owner string, sb *chatSandbox, ids []string, req *toolloop.Request) ([]string, *apiError) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	seen := map[string]bool{}
+	var in []inputFile
+	var order []string
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			in = append(in, inputFile{FileID: id})
+			order = append(order, id)
+		}
+	}
+	files, e := s.inputFiles(r.Context(), owner, in, func(int) string { return "input" })
+	if e != nil {
+		return nil, e
+	}
+	if err := sb.place(r.Context(), files); err != nil {
+		switch ae, ok := errors.AsType[*apiError](err); {
+		case ok:
+			return nil, ae
+		case inputError(err) != nil:
+			return nil, inputError(err)
+		case errors.Is(err, executor.ErrSessionEnded):
+			return nil, sessionExpired()
+		case errors.Is(err, executor.ErrCapacity):
+			s.metrics.rejected.WithLabelValues("capacity").Inc()
+			return nil, atCapacity()
+		}
+		return nil, s.internal(r, "place attached file", err)
+	}
+	paths := map[string]string{}
+	var names []string
+	for i, f := range files {
+		paths[order[i]] = f.Path
+		names = append(names, f.Path)
+	}
+	req.PlaceFiles(paths)
+	return names, nil
+}
+
+func (s *Server) handleGetResponse(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	rec, e := s.storedResponse(r, owner)
+	if e != nil {
+		return e
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(rec.Response, '\n'))
+	return nil
+}
+
+func (s *Server) storedResponse(r *http.Request, owner string) (store.Response, *apiError) {
+	id := r.PathValue("id")
+	rec, err := s.store.Response(r.Context(), owner, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return rec, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+			Message: fmt.Sprintf("response with id %q not found", id)}
+	}
+	if err != nil {
+		return rec, s.internal(r, "get response", err)
+	}
+	return rec, nil
+}
+
+func (s *Server) handleDeleteResponse(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	id := r.PathValue("id")
+	if err := s.store.DeleteResponse(r.Context(), owner, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+				Message: fmt.Sprintf("response with id %q not found", id)}
+		}
+		return s.internal(r, "delete response", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "response", "deleted": true})
+	return nil
+}
+
+// handleResponseInputItems lists a stored response's input items as
+// OpenAI does: newest first unless order=asc, limit (1..100, default 20)
+// after the item id after.
+func (s *Server) handleResponseInputItems(w http.ResponseWriter, r *http.Request, owner string) *apiError {
+	rec, e := s.storedResponse(r, owner)
+	if e != nil {
+		return e
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(rec.Input, &items); err != nil {
+		return s.internal(r, "read stored response", err)
+	}
+	q := r.URL.Query()
+	switch q.Get("order") {
+	case "", "desc":
+		for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
+			items[i], items[j] = items[j], items[i]
+		}
+	case "asc":
+	default:
+		return invalid("order", `order must be "asc" or "desc"`)
+	}
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return invalid("limit", "limit must be between 1 and 100")
+		}
+		limit = n
+	}
+	idOf := func(raw json.RawMessage) string {
+		var it struct {
+			ID string `json:"id"`
+		}
+		json.Unmarshal(raw, &it)
+		return it.ID
+	}
+	if after := q.Get("after"); after != "" {
+		for i, it := range items {
+			if idOf(it) == after {
+				items = items[i+1:]
+				break
+			}
+		}
+	}
+	more := len(items) > limit
+	if more {
+		items = items[:limit]
+	}
+	list := map[string]any{"object": "list", "data": items, "has_more": more, "first_id": nil, "last_id": nil}
+	if len(items) > 0 {
+		list["first_id"], list["last_id"] = idOf(items[0]), idOf(items[len(items)-1])
+	}
+	if items == nil {
+		list["data"] = []any{}
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
