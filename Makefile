@@ -56,6 +56,7 @@ bench: deps build
 	./$(BIN) bench
 	@echo "==> time the chat tool loop adds per model turn (target <= 1 ms)"
 	go test -run '^$$' -bench LoopTurn -benchtime 2s ./internal/toolloop/
+	go test -run '^$$' -bench Turn -benchtime 2s ./internal/responses/
 
 clean:
 	rm -rf bin

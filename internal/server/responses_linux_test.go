@@ -29,6 +29,7 @@ func TestResponses(t *testing.T) {
 	t.Run("Stored", func(t *testing.T) { t.Parallel(); testResponsesStored(t, env) })
 	t.Run("ExpiredContainer", func(t *testing.T) { t.Parallel(); testResponsesExpiredContainer(t, env) })
 	t.Run("BadRequests", func(t *testing.T) { t.Parallel(); testResponsesBadRequests(t, env) })
+	t.Run("Seeds", func(t *testing.T) { t.Parallel(); testResponsesSeeds(t, env) })
 }
 
 func autoContainer(fileIDs ...string) []responses.ToolUnionParam {
@@ -378,6 +379,74 @@ func testResponsesBadRequests(t *testing.T, env *chatEnv) {
 			data, _ := json.Marshal(tt.body)
 			t.Errorf("POST %s = %d %v, want 400 on %s", data, st, body, tt.param)
 		}
+	}
+}
+
+// The seed document's examples, through /v1/responses: the same code runs
+// and the answers carry its results.
+func testResponsesSeeds(t *testing.T, env *chatEnv) {
+	csvData := "month,revenue\n1,100\n2,120\n3,90\n4,160"
+	code := map[string]any{"type": "code_interpreter", "container": map[string]any{"type": "auto"}}
+	tests := []struct {
+		name, prompt string
+		tools        []any
+		kinds        []string // output item types, in order
+		code, logs   string   // of the last code_interpreter_call
+		answer       string   // in the output text
+		image        bool
+	}{
+		{"compound interest", "Calculate the compound interest on $10,000 at 5% for 10 years", []any{code},
+			[]string{"code_interpreter_call", "message"}, fakellm.CompoundInterestCode, "16288.95", "16288.95", false},
+		{"CSV trends", "Analyze this CSV data and find trends:\n" + csvData, []any{code},
+			[]string{"code_interpreter_call", "message"}, fakellm.CSVCode(csvData), "revenue trend: mixed, mean change 20.0", "The analysis shows", false},
+		{"Fibonacci", "Calculate the first 20 Fibonacci numbers", []any{code},
+			[]string{"code_interpreter_call", "message"}, fakellm.FibonacciCode, "4181", "4181", false},
+		{"bar chart", "Create a bar chart showing the top 5 programming languages by popularity",
+			[]any{map[string]any{"type": "code_execution"}}, // xAI's name
+			[]string{"code_interpreter_call", "message"}, fakellm.BarChartCode, "", fakellm.ChartAnswer, true},
+		{"web search and code", "Search for Bitcoin price history and plot it",
+			[]any{map[string]any{"type": "web_search"}, code},
+			[]string{"web_search_call", "code_interpreter_call", "message"}, "", "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			model, _ := env.model(t)
+			st, body := env.call("POST", "/v1/responses", keyA, map[string]any{"model": model, "input": tt.prompt,
+				"tools": tt.tools, "include": []string{"code_interpreter_call.outputs"}})
+			if st != 200 {
+				t.Fatalf("POST /v1/responses = %d %v", st, body)
+			}
+			data, _ := json.Marshal(body)
+			var resp responses.Response
+			if err := json.Unmarshal(data, &resp); err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, it := range resp.Output {
+				kinds = append(kinds, it.Type)
+			}
+			if !slices.Equal(kinds, tt.kinds) {
+				t.Fatalf("output items %q, want %q: %s", kinds, tt.kinds, data)
+			}
+			calls := codeCalls(&resp)
+			c := calls[len(calls)-1]
+			var logs string
+			images := 0
+			for _, o := range c.Outputs {
+				switch o.Type {
+				case "logs":
+					logs += o.Logs
+				case "image":
+					images++
+				}
+			}
+			if (tt.code != "" && c.Code != tt.code) || !strings.Contains(logs, tt.logs) || (images > 0) != tt.image {
+				t.Errorf("code_interpreter_call code %q logs %q with %d images", c.Code, logs, images)
+			}
+			if !strings.Contains(resp.OutputText(), tt.answer) {
+				t.Errorf("answer %q, want %q in it", resp.OutputText(), tt.answer)
+			}
+		})
 	}
 }
 
