@@ -30,18 +30,7 @@ func TestSlowStreamingClient(t *testing.T) {
 	s := startService(t, func(c *config.Config) { c.StreamWriteTimeout = time.Second })
 	code := "import subprocess, sys\nsubprocess.Popen(['sleep', '3600'])\nwhile True:\n    sys.stdout.write('x' * 4000 + '\\n')\n    sys.stdout.flush()\n"
 	body, _ := json.Marshal(map[string]any{"code": code, "stream": true, "timeout": 300, "output_limit_bytes": 16 << 20})
-	// A small receive buffer, so the server's writes block soon.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
-		return err
-	}}
-	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", keyA, len(body), body)
+	postNeverRead(t, s, body)
 	// Never read. The marker process shows the execution runs, then it
 	// must go.
 	for i := 0; i < 200 && sleepers(t) == 0; i++ {
@@ -61,6 +50,25 @@ func TestSlowStreamingClient(t *testing.T) {
 	if st, res := s.call("POST", "/v1/execute", keyA, map[string]any{"code": "print(1)"}); st != 200 || res["status"] != "ok" {
 		t.Errorf("next execution: %d %v", st, res)
 	}
+}
+
+// postNeverRead POSTs body to /v1/execute with keyA from a connection
+// with a small receive buffer, so that the server's writes block soon
+// when the caller does not read; the connection closes with the test.
+func postNeverRead(t *testing.T, s *service, body []byte) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return err
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", keyA, len(body), body)
+	return conn
 }
 
 // TestSessionLimitRace fires many concurrent session creations at a key
@@ -386,17 +394,7 @@ func TestSlowHeaders(t *testing.T) {
 func TestSlowReaderGivesBackAdmission(t *testing.T) {
 	s := startService(t, func(c *config.Config) { c.KeyConcurrency = 1; c.StreamWriteTimeout = 2 * time.Minute })
 	body, _ := json.Marshal(map[string]any{"code": "print('x' * (12 << 20))", "output_limit_bytes": 16 << 20})
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
-		return err
-	}}
-	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", keyA, len(body), body)
+	postNeverRead(t, s, body)
 	// Never read. Until its execution is over the key's next one is
 	// refused; after, it must run although the first result is unread.
 	deadline := time.Now().Add(30 * time.Second)
