@@ -608,7 +608,7 @@ func checkSecurity(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 		t.Errorf("AppArmor %+v, want Unconfined", sc.AppArmorProfile)
 	}
 	if spec.HostUsers != nil && !*spec.HostUsers {
-		t.Error("hostUsers: false cannot map the sandboxes' host ids, and Kubernetes refuses it with privileged")
+		t.Error("hostUsers: false: the pod's user namespace has no room for the sandboxes' 65,536 ids")
 	}
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Error("the root file system should be read-only")
