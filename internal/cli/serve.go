@@ -4,6 +4,8 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,9 +13,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"codeexec/internal/config"
+	"codeexec/internal/egress"
 	"codeexec/internal/executor"
 	"codeexec/internal/search"
 	"codeexec/internal/server"
@@ -49,25 +53,94 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "codeexec serve: %v\n", err)
 		return 2
 	}
-	if err := cfg.LoadKeys(); err != nil {
+	keys, err := readKeys(cfg.APIKeysFile)
+	if err != nil {
 		fmt.Fprintf(stderr, "codeexec serve: %v\n", err)
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "codeexec serve: invalid configuration:\n%v\n", err)
-		return 2
-	}
+	cfg.APIKeys = append(cfg.APIKeys, keys...)
 	if err := Serve(ctx, cfg, stderr, nil); err != nil {
+		var bad *ConfigError
+		if errors.As(err, &bad) {
+			fmt.Fprintf(stderr, "codeexec serve: invalid configuration:\n%v\n", bad.Err)
+			return 2
+		}
 		fmt.Fprintf(stderr, "codeexec serve: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
+// readKeys returns the keys of an --api-keys-file: one per line, blank
+// lines and lines starting with '#' ignored. No file, no keys.
+func readKeys(file string) ([]string, error) {
+	if file == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read API keys: %w", err)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			keys = append(keys, line)
+		}
+	}
+	return keys, nil
+}
+
+// ConfigError is Serve's answer to a configuration it refuses: every
+// problem, found before anything was started.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return "invalid configuration: " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// check runs every check of cfg, all of them before anything starts:
+// cfg.Validate and the building of the egress policy, which reads
+// --egress-headers-file and applies egress's own rules to the allowlist.
+// Every problem is reported at once, as a *ConfigError.
+func check(cfg config.Config) (*egress.Policy, error) {
+	err := cfg.Validate()
+	policy, perr := egressPolicy(cfg)
+	if err = errors.Join(err, perr); err != nil {
+		return nil, &ConfigError{err}
+	}
+	return policy, nil
+}
+
+// egressPolicy builds the egress proxy's policy from the --egress-* flags,
+// or returns nil when --egress-allow is empty (no network).
+func egressPolicy(cfg config.Config) (*egress.Policy, error) {
+	if len(cfg.EgressAllow) == 0 {
+		return nil, nil // --egress-headers-file alone is refused by Validate
+	}
+	p := &egress.Policy{Allow: cfg.EgressAllow, MaxBytes: cfg.EgressMaxBytes, HTTPPorts: cfg.EgressHTTPPorts, TLSPorts: cfg.EgressTLSPorts}
+	if cfg.EgressHeadersFile != "" {
+		data, err := os.ReadFile(cfg.EgressHeadersFile)
+		if err != nil {
+			return nil, fmt.Errorf("--egress-headers-file: %w", err)
+		}
+		if err := json.Unmarshal(data, &p.Headers); err != nil {
+			return nil, fmt.Errorf("--egress-headers-file %s: want {\"domain\": {\"Header\": \"value\"}}: %w", cfg.EgressHeadersFile, err)
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("--egress-allow, --egress-headers-file: %w", err)
+	}
+	return p, nil
+}
+
 // Serve runs the service until ctx ends, then shuts down gracefully. When
 // ready is not nil it receives the listener's address once requests are
-// served.
+// served. A configuration that fails check starts nothing: Serve returns
+// a *ConfigError at once.
 func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<- string) error {
+	policy, err := check(cfg)
+	if err != nil {
+		return err
+	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
@@ -104,9 +177,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	defer ex.Close()
 	srv := server.New(cfg, ex, st, log)
-	if policy, err := cfg.EgressPolicy(); err != nil {
-		return err
-	} else if policy != nil {
+	if policy != nil {
 		srv.SetEgress(policy)
 		log.Info("egress enabled", "allow", policy.Allow)
 	}

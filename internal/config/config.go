@@ -1,21 +1,24 @@
-// Package config holds codeexec's one configuration struct. Every field is
-// a flag and a CODEEXEC_* environment variable (the flag wins), with a safe
-// default: loopback only without API keys, no network for sandboxes.
+// Package config holds and validates codeexec's one configuration struct.
+// Every field is a flag and a CODEEXEC_* environment variable (the flag
+// wins), with a safe default: loopback only without API keys, no network
+// for sandboxes.
+//
+// The package does no I/O and depends on no other package of codeexec: the
+// environment comes in as a function, and what needs a file or another
+// package's rules (the keys of --api-keys-file, the egress policy built
+// from the --egress-* flags) is `codeexec serve`'s, in internal/cli, which
+// checks it with Validate before it starts anything.
 package config
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"codeexec/internal/egress"
 )
 
 // Config configures `codeexec serve`.
@@ -27,7 +30,8 @@ type Config struct {
 	// APIKeys are accepted bearer keys (CODEEXEC_API_KEYS, comma-separated).
 	// With none, the API is open: only allowed on loopback.
 	APIKeys []string
-	// APIKeysFile names a file with one key per line ('#' comments).
+	// APIKeysFile names a file with one key per line ('#' comments),
+	// whose keys `codeexec serve` adds to APIKeys before Validate.
 	APIKeysFile string
 	// DataDir holds the metadata database and files (default
 	// /var/lib/codeexec).
@@ -118,7 +122,8 @@ type Config struct {
 	EgressHTTPPorts, EgressTLSPorts []int
 	// EgressHeadersFile names a JSON file {"domain pattern": {"Header":
 	// "value"}} of headers the proxy adds to plain-HTTP requests, so that
-	// a secret never enters the sandbox.
+	// a secret never enters the sandbox. `codeexec serve` reads it when it
+	// builds the egress policy, before it starts anything.
 	EgressHeadersFile string
 
 	// LogLevel is debug, info, warn or error (default info).
@@ -268,23 +273,6 @@ func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-// LoadKeys adds the keys of APIKeysFile to APIKeys.
-func (c *Config) LoadKeys() error {
-	if c.APIKeysFile == "" {
-		return nil
-	}
-	data, err := os.ReadFile(c.APIKeysFile)
-	if err != nil {
-		return fmt.Errorf("read API keys: %w", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			c.APIKeys = append(c.APIKeys, line)
-		}
-	}
-	return nil
-}
-
 // Validate checks the configuration and says what to change.
 func (c *Config) Validate() error {
 	var errs []error
@@ -292,7 +280,7 @@ func (c *Config) Validate() error {
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil {
 		bad("--addr %q: %v", c.Addr, err)
-	} else if _, err := strconv.Atoi(port); err != nil {
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		bad("--addr %q: bad port", c.Addr)
 	} else if len(c.APIKeys) == 0 && !c.AllowPublic && !isLoopback(host) {
 		bad("--addr %q listens beyond loopback without API keys: set CODEEXEC_API_KEYS or --api-keys-file, or pass --allow-public if an open service is really wanted", c.Addr)
@@ -356,6 +344,16 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("--data-dir must be set")
 	}
+	for _, ports := range [][]int{c.EgressHTTPPorts, c.EgressTLSPorts} {
+		for _, p := range ports {
+			if p < 1 || p > 65535 {
+				bad("--egress-http-ports and --egress-tls-ports: %d is not a port", p)
+			}
+		}
+	}
+	if c.EgressHeadersFile != "" && len(c.EgressAllow) == 0 {
+		bad("--egress-headers-file needs --egress-allow")
+	}
 	return errors.Join(errs...)
 }
 
@@ -365,30 +363,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// EgressPolicy builds the egress proxy's policy from EgressAllow,
-// EgressMaxBytes and EgressHeadersFile, or returns nil when EgressAllow is
-// empty (no network).
-func (c *Config) EgressPolicy() (*egress.Policy, error) {
-	if len(c.EgressAllow) == 0 {
-		if c.EgressHeadersFile != "" {
-			return nil, errors.New("--egress-headers-file needs --egress-allow")
-		}
-		return nil, nil
-	}
-	p := &egress.Policy{Allow: c.EgressAllow, MaxBytes: c.EgressMaxBytes, HTTPPorts: c.EgressHTTPPorts, TLSPorts: c.EgressTLSPorts}
-	if c.EgressHeadersFile != "" {
-		data, err := os.ReadFile(c.EgressHeadersFile)
-		if err != nil {
-			return nil, fmt.Errorf("read egress headers: %w", err)
-		}
-		if err := json.Unmarshal(data, &p.Headers); err != nil {
-			return nil, fmt.Errorf("%s: want {\"domain\": {\"Header\": \"value\"}}: %w", c.EgressHeadersFile, err)
-		}
-	}
-	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("egress policy: %w", err)
-	}
-	return p, nil
 }

@@ -2,16 +2,17 @@ package config
 
 import (
 	"flag"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-
-	"codeexec/internal/egress"
 )
 
 // parse builds a Config the way `codeexec serve` does: defaults, then
@@ -92,6 +93,14 @@ func TestConfigPrecedence(t *testing.T) {
 			want: func(c *Config) { c.Timeout = time.Minute },
 		},
 		{
+			name: "egress lists",
+			args: []string{"--egress-allow", "api.example.com, *.wiki.test", "--egress-tls-ports", "443,8443"},
+			env:  map[string]string{"CODEEXEC_EGRESS_HTTP_PORTS": "8080"},
+			want: func(c *Config) {
+				c.EgressAllow, c.EgressHTTPPorts, c.EgressTLSPorts = []string{"api.example.com", "*.wiki.test"}, []int{8080}, []int{443, 8443}
+			},
+		},
+		{
 			name: "empty env value is unset",
 			env:  map[string]string{"CODEEXEC_DATA_DIR": ""},
 			want: func(*Config) {},
@@ -122,6 +131,8 @@ func TestApplyEnvBadValue(t *testing.T) {
 		{"duration", map[string]string{"CODEEXEC_SESSION_IDLE": "10"}, []string{"CODEEXEC_SESSION_IDLE"}},
 		{"bool", map[string]string{"CODEEXEC_ALLOW_PUBLIC": "yes please"}, []string{"CODEEXEC_ALLOW_PUBLIC"}},
 		{"int64", map[string]string{"CODEEXEC_MAX_UPLOAD_BYTES": "1e9"}, []string{"CODEEXEC_MAX_UPLOAD_BYTES"}},
+		{"port zero", map[string]string{"CODEEXEC_EGRESS_HTTP_PORTS": "80,0"}, []string{"CODEEXEC_EGRESS_HTTP_PORTS", `"0" is not a port`}},
+		{"named port", map[string]string{"CODEEXEC_EGRESS_TLS_PORTS": "https"}, []string{"CODEEXEC_EGRESS_TLS_PORTS"}},
 		{
 			name: "every bad variable is named",
 			env:  map[string]string{"CODEEXEC_QUEUE_SIZE": "x", "CODEEXEC_FILE_TTL": "y"},
@@ -177,6 +188,15 @@ func TestValidate(t *testing.T) {
 		{"short key does not open a public address", func(c *Config) { c.Addr, c.APIKeys = "0.0.0.0:8080", []string{"short"} }, []string{"at least 16"}},
 		{"no port", func(c *Config) { c.Addr = "127.0.0.1" }, []string{"--addr"}},
 		{"named port", func(c *Config) { c.Addr = "127.0.0.1:http" }, []string{"bad port"}},
+		{"port out of range", func(c *Config) { c.Addr = "127.0.0.1:65536" }, []string{"bad port"}},
+		{"negative port", func(c *Config) { c.Addr = "127.0.0.1:-1" }, []string{"bad port"}},
+		{"any port", func(c *Config) { c.Addr = "127.0.0.1:0" }, nil},
+		{"egress", func(c *Config) {
+			c.EgressAllow, c.EgressHeadersFile, c.EgressTLSPorts = []string{"a.test"}, "/h.json", []int{443, 8443}
+		}, nil},
+		{"egress headers without egress", func(c *Config) { c.EgressHeadersFile = "/h.json" }, []string{"--egress-headers-file needs --egress-allow"}},
+		{"egress port zero", func(c *Config) { c.EgressAllow, c.EgressHTTPPorts = []string{"a.test"}, []int{80, 0} }, []string{"0 is not a port"}},
+		{"egress port too large", func(c *Config) { c.EgressAllow, c.EgressTLSPorts = []string{"a.test"}, []int{65536} }, []string{"65536 is not a port"}},
 		{"zero pool", func(c *Config) { c.PoolSize = 0 }, []string{"--pool-size must be positive"}},
 		{"negative queue", func(c *Config) { c.QueueSize = -1 }, []string{"--queue-size must be positive"}},
 		{"zero key concurrency", func(c *Config) { c.KeyConcurrency = 0 }, []string{"--key-concurrency must be positive"}},
@@ -245,52 +265,6 @@ func TestValidateNeverEchoesKeys(t *testing.T) {
 	}
 }
 
-func TestLoadKeys(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	tests := []struct {
-		name    string
-		file    string
-		initial []string
-		want    []string
-		wantErr bool
-	}{
-		{name: "no file", want: nil},
-		{
-			name: "comments and blank lines",
-			file: write("keys", "# production keys\n\nkey-one-aaaaaaaaaaaa\n   \n  key-two-bbbbbbbbbbbb  \n\t# indented comment\r\nkey-three-cccccccccc\r\n"),
-			want: []string{"key-one-aaaaaaaaaaaa", "key-two-bbbbbbbbbbbb", "key-three-cccccccccc"},
-		},
-		{
-			name:    "added to keys from flags or env",
-			file:    write("more", "from-file-dddddddddd"),
-			initial: []string{"from-env-eeeeeeeeeee"},
-			want:    []string{"from-env-eeeeeeeeeee", "from-file-dddddddddd"},
-		},
-		{name: "only comments", file: write("empty", "# none yet\n\n"), want: nil},
-		{name: "missing file", file: filepath.Join(dir, "missing"), wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := Default()
-			c.APIKeysFile, c.APIKeys = tt.file, tt.initial
-			err := c.LoadKeys()
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("LoadKeys() with %q = %v, want error %v", tt.file, err, tt.wantErr)
-			}
-			if diff := cmp.Diff(tt.want, c.APIKeys); diff != "" {
-				t.Errorf("LoadKeys() with %q keys mismatch (-want +got):\n%s", tt.file, diff)
-			}
-		})
-	}
-}
-
 func TestIsLoopback(t *testing.T) {
 	tests := []struct {
 		host string
@@ -335,35 +309,35 @@ func TestConfigDocumented(t *testing.T) {
 	})
 }
 
-func TestEgressPolicy(t *testing.T) {
-	dir := t.TempDir()
-	headers := dir + "/h.json"
-	os.WriteFile(headers, []byte(`{"api.example.com": {"Authorization": "Bearer x"}}`), 0o600)
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c := Default()
-	c.Register(fs)
-	if err := fs.Parse([]string{"--egress-allow", "api.example.com,*.wiki.test", "--egress-tls-ports", "443,8443", "--egress-headers-file", headers}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := c.EgressPolicy()
+// TestNoIOOrDependencies keeps the package what its doc comment says: it
+// holds and checks settings, reads no file and depends on no other package
+// of codeexec.
+func TestNoIOOrDependencies(t *testing.T) {
+	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &egress.Policy{Allow: []string{"api.example.com", "*.wiki.test"}, TLSPorts: []int{443, 8443}, MaxBytes: 64 << 20,
-		Headers: map[string]map[string]string{"api.example.com": {"Authorization": "Bearer x"}}}
-	if diff := cmp.Diff(want, p); diff != "" {
-		t.Errorf("EgressPolicy (-want +got):\n%s", diff)
+	checked := 0
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			checked++
+			switch {
+			case strings.HasPrefix(path, "codeexec/"):
+				t.Errorf("%s imports %s: config depends on no other package of codeexec", name, path)
+			case path == "os" || path == "io/ioutil" || path == "io/fs" || path == "os/exec" || path == "net/http":
+				t.Errorf("%s imports %s: config does no I/O", name, path)
+			}
+		}
 	}
-	if err := fs.Parse([]string{"--egress-http-ports", "80,0"}); err == nil {
-		t.Error("port 0 accepted")
-	}
-	empty := Default()
-	if p, err := empty.EgressPolicy(); p != nil || err != nil {
-		t.Errorf("no allowlist: policy %v, err %v; want no network", p, err)
-	}
-	bad := Default()
-	bad.EgressAllow = []string{"*"}
-	if _, err := bad.EgressPolicy(); err == nil {
-		t.Error("pattern * accepted")
+	if checked == 0 {
+		t.Error("found no import to check")
 	}
 }
