@@ -96,9 +96,10 @@ type Config struct {
 	SandboxesMemoryMB, SandboxesPids int64
 
 	// UpstreamURL and UpstreamAPIKey name the OpenAI-compatible model
-	// provider behind /v1/chat/completions. Where both are empty,
+	// provider behind /v1/chat/completions. Where UpstreamURL is empty,
 	// XAI_API_KEY or OPENAI_API_KEY select that provider's public
-	// endpoint; with none, chat answers 503.
+	// endpoint (with that key unless UpstreamAPIKey is set); with none,
+	// chat answers 503.
 	UpstreamURL, UpstreamAPIKey string
 	// UpstreamTimeout bounds each model call (default 120s).
 	UpstreamTimeout time.Duration
