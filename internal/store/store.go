@@ -1,6 +1,6 @@
 // Package store keeps the service's durable state, the part that survives a
 // restart: the contents of uploaded and generated files on local disk, and
-// the metadata of files and sessions in an SQLite database.
+// the metadata of files, sessions and containers in an SQLite database.
 //
 // Everything belongs to an owner (the id of an API key, or "" when the
 // service runs without keys). Every lookup is by owner and id together: a
@@ -174,6 +174,19 @@ var migrations = []string{
 		PRIMARY KEY (owner, id)
 	) STRICT;
 	CREATE INDEX responses_expires ON responses (expires_at) WHERE expires_at != 0;`,
+
+	// Containers (OpenAI's Containers API). A container is a session
+	// with a few more fields; its row goes with the session's.
+	`CREATE TABLE containers (
+		owner          TEXT NOT NULL,
+		id             TEXT NOT NULL,
+		name           TEXT NOT NULL,
+		expires_after  INTEGER NOT NULL,
+		memory_limit   TEXT NOT NULL,
+		last_active_at INTEGER NOT NULL,
+		PRIMARY KEY (owner, id),
+		FOREIGN KEY (owner, id) REFERENCES sessions (owner, id) ON DELETE CASCADE
+	) STRICT;`,
 }
 
 // migrate brings db's schema up to the last of migrations in one
