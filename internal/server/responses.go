@@ -165,7 +165,7 @@ func (s *Server) responseContainer(ctx context.Context, owner string, c *respons
 	if e != nil {
 		return nil, e
 	}
-	return s.startSession(ctx, owner, s.cfg.SessionIdle, memoryMB)
+	return s.startSession(ctx, owner, sessionOptions{prefix: "sess_", idle: s.cfg.SessionIdle, memoryMB: memoryMB})
 }
 
 // memoryLimit reads a container's memory_limit ("1g", "4g", ...; "" is

@@ -22,6 +22,8 @@ type liveSession struct {
 	memoryMB int64         // the session's default memory limit (0: the server's)
 	stop     chan struct{} // closed by endSession
 	slot     func()        // gives back its place in the owner's session limit
+	// container is set when the session is a container (containers.go).
+	container *containerState
 }
 
 // reserveSession takes one of owner's live-session places (see
@@ -92,21 +94,20 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 			return e
 		}
 	}
-	idle := s.cfg.SessionIdle
+	o := sessionOptions{prefix: "sess_", idle: s.cfg.SessionIdle}
 	if body.IdleTimeout != nil {
 		if *body.IdleTimeout <= 0 || *body.IdleTimeout > s.cfg.SessionMaxLifetime.Seconds() {
 			return invalid("idle_timeout", "idle_timeout must be between 0 and %g seconds", s.cfg.SessionMaxLifetime.Seconds())
 		}
-		idle = time.Duration(*body.IdleTimeout * float64(time.Second))
+		o.idle = time.Duration(*body.IdleTimeout * float64(time.Second))
 	}
 	if m := body.MemoryLimitMB; m != nil && (*m < 16 || *m > s.cfg.MaxMemoryMB) {
 		return invalid("memory_limit_mb", "memory_limit_mb must be between 16 and %d", s.cfg.MaxMemoryMB)
 	}
-	var memoryMB int64
 	if body.MemoryLimitMB != nil {
-		memoryMB = *body.MemoryLimitMB
+		o.memoryMB = *body.MemoryLimitMB
 	}
-	ls, e := s.startSession(r.Context(), owner, idle, memoryMB)
+	ls, e := s.startSession(r.Context(), owner, o)
 	if e != nil {
 		return e
 	}
@@ -118,12 +119,21 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	return nil
 }
 
+// sessionOptions are what startSession makes a session with.
+type sessionOptions struct {
+	prefix   string        // of its id: "sess_", or "cntr_" for a container
+	idle     time.Duration // it ends after this long without an execution
+	memoryMB int64         // its executions' default memory limit (0: the server's)
+	// container makes it a container, recorded as one (newContainer).
+	container *containerState
+}
+
 // startSession makes a live session of owner: a place under its session
 // limit, then a sandbox (admitted like an execution, so a burst of
-// creations cannot bypass the queue), then its record. memoryMB is its
-// default memory limit (0: the server's). It returns nil, nil when the
-// client left.
-func (s *Server) startSession(ctx context.Context, owner string, idle time.Duration, memoryMB int64) (*liveSession, *apiError) {
+// creations cannot bypass the queue), then its record (a container's
+// with it), then its reaper. Every session and container is made here.
+// It returns nil, nil when the client left.
+func (s *Server) startSession(ctx context.Context, owner string, o sessionOptions) (*liveSession, *apiError) {
 	slot, e := s.reserveSession(owner)
 	if e != nil {
 		return nil, e
@@ -138,7 +148,7 @@ func (s *Server) startSession(ctx context.Context, owner string, idle time.Durat
 	if e != nil {
 		return nil, e
 	}
-	sess, err := s.exec.NewSession(ctx, idle)
+	sess, err := s.exec.NewSession(ctx, o.idle)
 	admitted()
 	if err != nil {
 		if isGone(ctx, err) {
@@ -151,12 +161,15 @@ func (s *Server) startSession(ctx context.Context, owner string, idle time.Durat
 		return nil, s.internalCtx(ctx, "create session", err)
 	}
 	now := time.Now()
-	rec := store.Session{ID: newID("sess_"), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
-	if err := s.store.PutSession(ctx, rec); err != nil {
+	rec := store.Session{ID: newID(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
+	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: o.memoryMB, container: o.container}
+	if ls.container != nil {
+		ls.container.lastActive.Store(now.UnixMicro())
+	}
+	if err := s.putRecord(ctx, ls); err != nil {
 		sess.Close()
 		return nil, s.internalCtx(ctx, "store session", err)
 	}
-	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: memoryMB}
 	kept = true
 	s.mu.Lock()
 	s.sessions[rec.ID] = ls
@@ -211,7 +224,7 @@ func (s *Server) endSession(ls *liveSession, reason string) {
 	if s.cfg.FileTTL > 0 {
 		ls.rec.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 	}
-	if err := s.store.PutSession(context.Background(), ls.rec); err != nil {
+	if err := s.putRecord(context.Background(), ls); err != nil {
 		s.log.Error("record session end", "session_id", ls.rec.ID, "err", err)
 	}
 }
@@ -314,11 +327,7 @@ func (s *Server) runInSession(w http.ResponseWriter, r *http.Request, owner stri
 	}
 	req.Sink = storeSink{s: s, owner: owner, sessionID: ls.rec.ID}
 	e = s.run(w, r, &req, body.Stream, release, func(ctx context.Context) (*executor.Result, error) {
-		res, err := ls.sess.Execute(ctx, req)
-		if res != nil && res.SessionEnded {
-			s.endSession(ls, "killed")
-		}
-		return res, err
+		return s.execInSession(ctx, ls, req)
 	})
 	return e
 }
@@ -402,43 +411,64 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request, own
 	if e != nil {
 		return e
 	}
-	// The upload is stored first, streamed from the body, and placed in
-	// the session from the store: the kept copy that outlives the
-	// session's process is the one placed, and the server never holds it
-	// in memory.
-	meta := s.sessionFileRecord(owner, id, p)
-	meta, err := s.putFile(r.Context(), meta, r.Body)
+	meta, e := s.uploadToSession(r.Context(), owner, ls, p, r.Body)
+	if e != nil {
+		return answered(e)
+	}
+	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: meta.Bytes, MIMEType: meta.MIMEType})
+	return nil
+}
+
+// errGone is what uploadToSession returns when the client left before it
+// was done; handlers answer nothing for it (see answered).
+var errGone = &apiError{Status: 499, Type: "invalid_request_error", Message: "the client closed the request"}
+
+// answered is what a handler returns for e: nothing when the client left.
+func answered(e *apiError) *apiError {
+	if e == errGone {
+		return nil
+	}
+	return e
+}
+
+// uploadToSession writes the content read from body at path p of owner's
+// live session ls (a container's too). It is stored first, streamed from
+// body, and placed in the session from the store: the kept copy that
+// outlives the session's process is the one placed, and the server never
+// holds it in memory. The stored File is returned.
+func (s *Server) uploadToSession(ctx context.Context, owner string, ls *liveSession, p string, body io.Reader) (store.File, *apiError) {
+	meta := s.sessionFileRecord(owner, ls.rec.ID, p)
+	meta, err := s.putFile(ctx, meta, body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.Is(err, store.ErrQuota):
-			return s.quotaFull()
+			return meta, s.quotaFull()
 		case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
-			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "file_too_large",
+			return meta, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "file_too_large",
 				Message: "the file is over the upload limit"}
-		case isGone(r.Context(), err):
-			return nil
+		case isGone(ctx, err):
+			return meta, errGone
 		case errors.Is(err, store.ErrNotFound): // the session's record went meanwhile
-			return sessionExpired()
+			return meta, sessionExpired()
 		}
-		return s.internal(r, "store session upload", err)
+		return meta, s.internalCtx(ctx, "store session upload", err)
 	}
-	if err := ls.sess.WriteFile(r.Context(), s.storedFile(r.Context(), p, meta)); err != nil {
-		s.store.DeleteFile(context.WithoutCancel(r.Context()), owner, meta.ID)
+	if err := ls.sess.WriteFile(ctx, s.storedFile(ctx, p, meta)); err != nil {
+		s.store.DeleteFile(context.WithoutCancel(ctx), owner, meta.ID)
 		if ae := inputError(err); ae != nil {
-			return ae
+			return meta, ae
 		}
 		if errors.Is(err, executor.ErrSessionEnded) {
-			return sessionExpired()
+			return meta, sessionExpired()
 		}
-		if isGone(r.Context(), err) {
-			return nil
+		if isGone(ctx, err) {
+			return meta, errGone
 		}
-		return s.internal(r, "session upload", err)
+		return meta, s.internalCtx(ctx, "session upload", err)
 	}
 	s.metrics.fileBytes.WithLabelValues("upload").Add(float64(meta.Bytes))
-	writeJSON(w, http.StatusOK, fileJSON{Object: "session.file", Path: p, Bytes: meta.Bytes, MIMEType: meta.MIMEType})
-	return nil
+	return meta, nil
 }
 
 // sessionFileRecord is the metadata of a file placed at p in owner's
