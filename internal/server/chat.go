@@ -303,7 +303,12 @@ func (c *chatSandbox) Run(ctx context.Context, code string) (*executor.Result, e
 	}
 	req := executor.Request{Code: code, Limits: executor.Limits{Timeout: c.timeout}, Sink: storeSink{s: c.s, owner: c.owner, sessionID: sid},
 		Network: c.s.egress}
-	res, err := sess.Execute(ctx, req)
+	var res *executor.Result
+	if c.live != nil {
+		res, err = c.s.execInSession(ctx, c.live, req) // its memory limit; a container's last_active_at
+	} else {
+		res, err = sess.Execute(ctx, req)
+	}
 	ended := errors.Is(err, executor.ErrSessionEnded) || (res != nil && res.SessionEnded)
 	if res != nil {
 		c.s.metrics.observe(res)

@@ -97,7 +97,7 @@ func containerExpired() *apiError {
 type containerOptions struct {
 	Name string
 	// ExpiresAfter is how long it lives without an execution; 0 is
-	// OpenAI's default, 20 minutes.
+	// OpenAI's default, 20 minutes (or the session lifetime if shorter).
 	ExpiresAfter time.Duration
 	// MemoryLimit is "1g" (the default when ""), "4g", "16g" or "64g",
 	// at most --max-memory-mb.
@@ -114,9 +114,9 @@ type containerOptions struct {
 func (s *Server) newContainer(ctx context.Context, owner string, opts containerOptions) (*liveSession, *apiError) {
 	o := sessionOptions{prefix: "cntr_", idle: opts.ExpiresAfter}
 	if o.idle == 0 {
-		o.idle = defaultContainerIdle
+		o.idle = min(defaultContainerIdle, s.cfg.SessionMaxLifetime)
 	}
-	if o.idle < time.Minute || o.idle > s.cfg.SessionMaxLifetime {
+	if o.idle <= 0 || o.idle > s.cfg.SessionMaxLifetime {
 		return nil, invalid("expires_after.minutes", "expires_after.minutes must be between 1 and %d (the server's session lifetime)",
 			int64(s.cfg.SessionMaxLifetime/time.Minute))
 	}
