@@ -125,9 +125,10 @@ func TestContainers(t *testing.T) {
 	if byID.Path != "/mnt/data/temps.csv" || byID.Source != "user" || byID.ID == fid {
 		t.Errorf("copied by file_id = %s", byID.RawJSON())
 	}
-	if st, body := s.call("POST", "/v1/containers/"+c2.ID+"/files", keyA, map[string]any{"file_id": up.ID}); st != 200 ||
-		body["path"] != "/mnt/data/sales.csv" || body["container_id"] != c2.ID {
-		t.Errorf("JSON file_id upload = %d %v", st, body)
+	var copied openai.ContainerFileNewResponse
+	err = client.Post(ctx, "containers/"+c2.ID+"/files", map[string]any{"file_id": up.ID}, &copied)
+	if err != nil || copied.Path != "/mnt/data/sales.csv" || copied.ContainerID != c2.ID || copied.Source != "user" {
+		t.Errorf("JSON file_id upload = %v %v", copied.RawJSON(), err)
 	}
 	if st, _ := s.call("POST", "/v1/containers/"+c.ID+"/files", keyA, map[string]any{"file_id": "file-nope"}); st != 404 {
 		t.Errorf("unknown file_id = %d, want 404", st)
@@ -281,16 +282,20 @@ func TestContainerRequests(t *testing.T) {
 	if st, body := s.call("GET", "/v1/containers", keyA, nil); st != 200 || body["has_more"] != false || len(body["data"].([]any)) != 0 {
 		t.Errorf("empty list = %d %v", st, body)
 	}
-	st, body := s.call("POST", "/v1/containers", keyA, map[string]any{"name": "live", "memory_limit": "4g"})
+	st, body := s.call("POST", "/v1/containers", keyA, map[string]any{"name": "live", "memory_limit": "1g"})
 	if st != 200 {
 		t.Fatalf("create = %d %v", st, body)
 	}
 	id := body["id"].(string)
-	// The memory limit is the executions' default: 4g is 4096 MiB.
-	st, res := s.call("POST", "/v1/sessions/"+id+"/execute", keyA, map[string]any{
-		"code": "print(open('/sys/fs/cgroup/memory.max').read().strip())"})
-	if st != 200 || res["stdout"] != "4294967296\n" {
-		t.Errorf("memory.max in a 4g container = %d %v", st, res)
+	// The memory limit is the executions' default: 700 MiB fit in 1g,
+	// not in a plain session's default (--memory-mb, 512).
+	const big = "x = b'x' * (700 << 20)\nprint(len(x) >> 20)"
+	if st, res := s.call("POST", "/v1/sessions/"+id+"/execute", keyA, map[string]any{"code": big}); st != 200 || res["status"] != "ok" || res["stdout"] != "700\n" {
+		t.Errorf("700 MiB in a 1g container = %d %v", st, res)
+	}
+	_, sess := s.call("POST", "/v1/sessions", keyA, nil)
+	if st, res := s.call("POST", "/v1/sessions/"+sess["id"].(string)+"/execute", keyA, map[string]any{"code": big}); st != 200 || res["status"] != "memory_limit" {
+		t.Errorf("700 MiB in a plain session = %d %v", st, res)
 	}
 	if st, body := s.call("DELETE", "/v1/containers/"+id, keyA, nil); st != 200 || body["deleted"] != true || body["object"] != "container.deleted" {
 		t.Errorf("delete = %d %v", st, body)
