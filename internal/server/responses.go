@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"codeexec/internal/executor"
@@ -71,7 +70,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 	var fileNames []string
 	containerID := ""
 	if req.Code != nil {
-		ls, e := s.responseContainer(r.Context(), owner, req.Code, history)
+		ls, fresh, e := s.responseContainer(r.Context(), owner, req.Code, history)
 		if e != nil {
 			return e
 		}
@@ -79,9 +78,19 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 			return nil // the client left
 		}
 		sb.live, containerID = ls, ls.rec.ID
-		ids := append(append([]string(nil), req.Code.FileIDs...), chatReq.FileIDs...)
+		ids := chatReq.FileIDs
+		if !fresh { // a new container has the tool's files already
+			ids = append(append([]string(nil), req.Code.FileIDs...), ids...)
+		}
 		if fileNames, e = s.placeAttached(r, owner, sb, ids, chatReq); e != nil {
 			return e
+		}
+		if fresh {
+			for _, id := range req.Code.FileIDs {
+				if f, err := s.store.File(r.Context(), owner, id); err == nil {
+					fileNames = append(fileNames, f.Filename)
+				}
+			}
 		}
 	}
 	var allow []string
@@ -144,10 +153,13 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 
 // responseContainer is the container code_interpreter runs in: the one
 // it names, else (auto) the container of the conversation's latest
-// code_interpreter_call while it lives, else a new one.
-func (s *Server) responseContainer(ctx context.Context, owner string, c *responses.CodeTool, history []json.RawMessage) (*liveSession, *apiError) {
+// code_interpreter_call while it lives, else a new one with the tool's
+// file_ids and memory_limit. fresh says it was made now, its files
+// placed.
+func (s *Server) responseContainer(ctx context.Context, owner string, c *responses.CodeTool, history []json.RawMessage) (ls *liveSession, fresh bool, e *apiError) {
 	if c.ContainerID != "" {
-		return s.liveSession(ctx, owner, c.ContainerID)
+		ls, e := s.containerSession(ctx, owner, c.ContainerID)
+		return ls, false, e
 	}
 	for i := len(history) - 1; i >= 0; i-- {
 		var it struct {
@@ -155,33 +167,14 @@ func (s *Server) responseContainer(ctx context.Context, owner string, c *respons
 			ContainerID string `json:"container_id"`
 		}
 		if json.Unmarshal(history[i], &it) == nil && it.Type == "code_interpreter_call" && it.ContainerID != "" {
-			if ls, err := s.findSession(ctx, owner, it.ContainerID); err == nil {
-				return ls, nil
+			if ls, e := s.containerSession(ctx, owner, it.ContainerID); e == nil {
+				return ls, false, nil
 			}
-			break
+			break // expired: a new container, as the conversation goes on
 		}
 	}
-	memoryMB, e := s.memoryLimit(c.MemoryLimit)
-	if e != nil {
-		return nil, e
-	}
-	return s.startSession(ctx, owner, sessionOptions{prefix: "sess_", idle: s.cfg.SessionIdle, memoryMB: memoryMB})
-}
-
-// memoryLimit reads a container's memory_limit ("1g", "4g", ...; "" is
-// the server's default) as MiB.
-func (s *Server) memoryLimit(v string) (int64, *apiError) {
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToLower(v), "g"), 10, 64)
-	if err != nil || !strings.HasSuffix(strings.ToLower(v), "g") || n <= 0 || n > 1<<20 {
-		return 0, invalid("memory_limit", "memory_limit must be a size in GiB such as \"1g\" or \"4g\"")
-	}
-	if mb := n << 10; mb <= s.cfg.MaxMemoryMB {
-		return mb, nil
-	}
-	return 0, invalid("memory_limit", "memory_limit %s is over the server's maximum of %d MiB", v, s.cfg.MaxMemoryMB)
+	ls, e = s.newContainer(ctx, owner, containerOptions{MemoryLimit: c.MemoryLimit, FileIDs: c.FileIDs})
+	return ls, true, e
 }
 
 // placeAttached places the files ids in the request's sandbox and tells

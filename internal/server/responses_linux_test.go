@@ -349,13 +349,40 @@ func testResponsesStored(t *testing.T, env *chatEnv) {
 
 func testResponsesExpiredContainer(t *testing.T, env *chatEnv) {
 	model, _ := env.model(t)
-	_, sess := env.call("POST", "/v1/sessions", keyA, map[string]any{})
-	id, _ := sess["id"].(string)
-	env.call("DELETE", "/v1/sessions/"+id, keyA, nil)
-	st, body := env.call("POST", "/v1/responses", keyA, map[string]any{"model": model, "input": "Calculate the first 20 Fibonacci numbers",
-		"tools": []any{map[string]any{"type": "code_interpreter", "container": id}}})
-	if st < 400 || st >= 500 {
-		t.Errorf("a response in an expired container = %d %v, want a client error", st, body)
+	client := sdkClient(env)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.Containers.New(ctx, openai.ContainerNewParams{Name: "doomed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := []responses.ToolUnionParam{{OfCodeInterpreter: &responses.ToolCodeInterpreterParam{
+		Container: responses.ToolCodeInterpreterContainerUnionParam{OfString: openai.String(c.ID)}}}}
+	resp, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: model, Input: textInput("set y to 5"), Tools: named})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := codeCalls(resp); len(calls) != 1 || calls[0].ContainerID != c.ID {
+		t.Errorf("code calls %v, want one in %s", calls, c.ID)
+	}
+	// The code takes more memory than its container has: the kernel
+	// kills its process, and the container is expired.
+	if st, res := env.call("POST", "/v1/sessions/"+c.ID+"/execute", keyA, map[string]any{"code": "b = bytearray(3 << 30)"}); st != 200 || res["status"] != "memory_limit" {
+		t.Errorf("the execution over the memory limit = %d %v", st, res)
+	}
+	_, err = client.Responses.New(ctx, responses.ResponseNewParams{Model: model, Input: textInput("what is y plus 1"), Tools: named})
+	var apiErr *openai.Error
+	if !errorsAs(err, &apiErr) || apiErr.StatusCode != 400 || !strings.Contains(apiErr.Message, "Container is expired") {
+		t.Errorf("a response in an expired container: %v, want 400 Container is expired.", err)
+	}
+	// With auto, the conversation goes on in a new container.
+	next, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: model, Input: textInput("set z to 1"),
+		Tools: autoContainer(), PreviousResponseID: openai.String(resp.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := codeCalls(next); len(calls) != 1 || calls[0].ContainerID == c.ID || !strings.HasPrefix(calls[0].ContainerID, "cntr_") {
+		t.Errorf("after the container expired, auto ran in %v, want a new container", calls)
 	}
 }
 
