@@ -24,6 +24,7 @@ func TestResponses(t *testing.T) {
 	t.Run("Stream", func(t *testing.T) { t.Parallel(); testResponsesStream(t, env) })
 	t.Run("Chart", func(t *testing.T) { t.Parallel(); testResponsesChart(t, env) })
 	t.Run("Chained", func(t *testing.T) { t.Parallel(); testResponsesChained(t, env) })
+	t.Run("ContainerFile", func(t *testing.T) { t.Parallel(); testResponsesContainerFile(t, env) })
 	t.Run("FunctionCall", func(t *testing.T) { t.Parallel(); testResponsesFunctionCall(t, env) })
 	t.Run("ProviderError", func(t *testing.T) { t.Parallel(); testResponsesProviderError(t, env) })
 	t.Run("Stored", func(t *testing.T) { t.Parallel(); testResponsesStored(t, env) })
@@ -245,6 +246,41 @@ func testResponsesChained(t *testing.T, env *chatEnv) {
 	}
 	if third.PreviousResponseID != second.ID {
 		t.Errorf("previous_response_id = %q", third.PreviousResponseID)
+	}
+}
+
+// A CSV uploaded to a container with the Containers API is analysed in
+// two responses chained by previous_response_id, both in that container.
+func testResponsesContainerFile(t *testing.T, env *chatEnv) {
+	model, _ := env.model(t)
+	client := sdkClient(env)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.Containers.New(ctx, openai.ContainerNewParams{Name: "analysis"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Containers.Files.New(ctx, c.ID, openai.ContainerFileNewParams{
+		File: openai.File(strings.NewReader("month,sales\n1,100\n2,120\n3,150\n"), "sales.csv", "text/csv")}); err != nil {
+		t.Fatal(err)
+	}
+	named := []responses.ToolUnionParam{{OfCodeInterpreter: &responses.ToolCodeInterpreterParam{
+		Container: responses.ToolCodeInterpreterContainerUnionParam{OfString: openai.String(c.ID)}}}}
+	first, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: model, Tools: named,
+		Input: textInput("Analyse the attached file /mnt/data/sales.csv")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: model, Tools: autoContainer(),
+		PreviousResponseID: openai.String(first.ID), Input: textInput("Look at the attached /mnt/data/sales.csv again")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range []*responses.Response{first, second} {
+		calls := codeCalls(r)
+		if len(calls) != 1 || calls[0].ContainerID != c.ID || !strings.Contains(r.OutputText(), "rows: 3, sales sum: 370") {
+			t.Errorf("response %d: calls %v, answer %q; want one call in %s and the sum", i+1, calls, r.OutputText(), c.ID)
+		}
 	}
 }
 
