@@ -93,6 +93,9 @@ func muxPath(path string, item *openapi3.PathItem, op *openapi3.Operation) strin
 			path = strings.Replace(path, "{"+p.Value.Name+"}", "{"+p.Value.Name+"...}", 1)
 		}
 	}
+	if path == "/" {
+		path = "/{$}" // the playground page: exactly /, not every path
+	}
 	return path
 }
 
@@ -491,7 +494,7 @@ func TestRoutesMatchSpec(t *testing.T) {
 			case !ok || method != strings.ToUpper(method) || !strings.HasPrefix(path, "/"):
 				t.Errorf("routes() registers %q, which is not METHOD /path", pattern)
 			default:
-				routes = append(routes, method+" "+strings.ReplaceAll(path, "...}", "}"))
+				routes = append(routes, method+" "+strings.ReplaceAll(strings.ReplaceAll(path, "...}", "}"), "{$}", ""))
 			}
 			return true
 		})

@@ -26,6 +26,7 @@ import (
 	"codeexec/internal/egress"
 	"codeexec/internal/executor"
 	"codeexec/internal/store"
+	"codeexec/internal/web"
 )
 
 // Server serves the API. Create it with New; it is an http.Handler.
@@ -125,6 +126,8 @@ func (s *Server) routes() {
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
+	s.mux.HandleFunc("GET /{$}", web.Page) // the playground (internal/web)
+	s.mux.HandleFunc("GET /playground/{path...}", web.Asset)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
 			Message: "unknown request URL: " + r.Method + " " + r.URL.Path})
