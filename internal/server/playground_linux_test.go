@@ -5,7 +5,8 @@ package server_test
 // The playground page (internal/web) is tested as a person uses it: in
 // Debian's chromium, driven with chromedp, against a real service whose
 // model is the scripted fake. Each step saves a screenshot under the
-// test's temp dir (the path is logged); with -playground.screenshot the
+// test's temp dir (the path is logged; -playground.dir keeps them
+// elsewhere); with -playground.screenshot the
 // chat view is also written to docs/playground.png for the README.
 
 import (
@@ -25,11 +26,16 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"codeexec/internal/config"
+	"codeexec/internal/fakellm"
 	"codeexec/internal/testenv"
 	"codeexec/internal/web"
 )
 
-var playgroundShot = flag.Bool("playground.screenshot", false, "write the chat view of TestPlayground to docs/playground.png")
+var (
+	playgroundShot = flag.Bool("playground.screenshot", false, "write the chat view of TestPlayground to docs/playground.png")
+	playgroundDir  = flag.String("playground.dir", "", "save TestPlayground's screenshots in this directory instead of a temp dir")
+)
 
 const chromiumPath = "/usr/bin/chromium"
 
@@ -55,7 +61,6 @@ func browser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 		chromedp.ProxyServer("http://127.0.0.1:9"),
-		chromedp.Flag("proxy-bypass-list", "<-loopback>"),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-domain-reliability", true),
@@ -65,7 +70,7 @@ func browser(t *testing.T) context.Context {
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
 	// A bound for the whole test, not an assertion on how fast it is.
-	ctx, cancelC := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancelC := context.WithTimeout(ctx, 4*time.Minute)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
 	return ctx
 }
@@ -97,7 +102,7 @@ func (s *shooter) shot(name string) []byte {
 // person waits to see.
 func wait(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(0))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(90*time.Second))); err != nil {
 		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
 		t.Fatalf("waiting for %s (%s): %v\npage text:\n%s", what, expr, err, body)
 	}
@@ -123,7 +128,9 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 func typeCell(t *testing.T, ctx context.Context, n int, code string) {
 	t.Helper()
 	id := chromedp.ID("cell-" + itoa(n))
-	do(t, ctx, "type into cell "+itoa(n), chromedp.WaitVisible(id), chromedp.Clear(id), chromedp.Click(id), chromedp.SendKeys(id, code),
+	do(t, ctx, "clear cell "+itoa(n), chromedp.WaitVisible(id))
+	eval[bool](t, ctx, `(document.getElementById('cell-`+itoa(n)+`').value = '') === ''`)
+	do(t, ctx, "type into cell "+itoa(n), chromedp.Click(id), chromedp.SendKeys(id, code),
 		chromedp.KeyEvent("\r", chromedp.KeyModifiers(chromedp.ModifierShift)))
 }
 
@@ -133,20 +140,27 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func out(n int) string { return `document.querySelector('.cell[data-cell="` + itoa(n) + `"] .out')` }
 
 func TestPlayground(t *testing.T) {
-	env := startChatEnv(t, nil)
+	// The stop step holds the model's answer until the page gives up on it.
+	env := startChatEnv(t, func(c *config.Config) { c.UpstreamTimeout = 10 * time.Minute })
 	ctx := browser(t)
-	sh := &shooter{t: t, ctx: ctx, dir: t.TempDir()}
+	sh := &shooter{t: t, ctx: ctx, dir: *playgroundDir}
+	if sh.dir == "" {
+		sh.dir = t.TempDir()
+	}
 
 	// The page loads without a key, then asks for one: the server has keys.
 	do(t, ctx, "open the page", chromedp.Navigate(env.url+"/"))
-	wait(t, ctx, "the API key form", `!document.getElementById('key-form').hidden`)
+	wait(t, ctx, "the API key form", `document.getElementById('key-input').checkVisibility()`)
 	if got := eval[string](t, ctx, `document.documentElement.outerHTML`); strings.Contains(got, keyA) || strings.Contains(got, keyB) {
 		t.Fatal("the page embeds an API key")
 	}
 	sh.shot("key form")
-	do(t, ctx, "enter the key", chromedp.SendKeys(chromedp.ID("key-input"), keyA), chromedp.Submit(chromedp.ID("key-input")))
+	do(t, ctx, "enter the key", chromedp.SendKeys(chromedp.ID("key-input"), keyA), chromedp.Click(chromedp.CSS("#key-form button[type=submit]")))
 	wait(t, ctx, "the model picker filled from /v1/models",
 		`[...document.querySelectorAll('#model option')].map(o => o.value).join(',') === 'fake-alpha,fake-beta'`)
+	if eval[bool](t, ctx, `document.getElementById('key-form').checkVisibility()`) {
+		t.Error("the key form is still shown after the key was saved")
+	}
 	if got := eval[string](t, ctx, `localStorage.getItem('codeexec.apiKey')`); got != keyA {
 		t.Fatalf("the key in localStorage is %q", got)
 	}
@@ -184,7 +198,7 @@ func TestPlayground(t *testing.T) {
 		t.Fatal(err)
 	}
 	do(t, ctx, "upload sales.csv", chromedp.SetUploadFiles(chromedp.ID("nb-upload"), []string{csv}))
-	wait(t, ctx, "sales.csv in the files panel", `document.getElementById('nb-files').innerText.includes('sales.csv (31 B)')`)
+	wait(t, ctx, "sales.csv in the files panel", `document.getElementById('nb-files').innerText.includes('sales.csv (30 B)')`)
 	typeCell(t, ctx, 4, "print(pd.read_csv('/mnt/data/sales.csv')['sales'].sum())")
 	wait(t, ctx, "the sum of the uploaded column", out(4)+`.querySelector('.stdout')?.textContent === '370\n'`)
 
@@ -206,9 +220,18 @@ func TestPlayground(t *testing.T) {
 	sh.shot("notebook phone")
 	do(t, ctx, "desktop width", chromedp.EmulateViewport(1280, 900))
 
-	// Chat: one turn in which the fake model runs code that saves and shows
-	// a chart.
+	// Chat: an answer that does not come is stopped.
 	do(t, ctx, "open the chat", chromedp.Click(chromedp.ID("tab-chat")))
+	env.router.def.QueueFaults(fakellm.Fault{Delay: time.Hour})
+	do(t, ctx, "ask", chromedp.SendKeys(chromedp.ID("chat-input"), "What is the compound interest?"), chromedp.KeyEvent("\r"))
+	wait(t, ctx, "Stop enabled while the answer runs", `!document.getElementById('chat-stop').disabled`)
+	do(t, ctx, "stop", chromedp.Click(chromedp.ID("chat-stop")))
+	wait(t, ctx, "the answer stopped", `document.querySelector('.msg.assistant')?.innerText.includes('Stopped.') && !document.getElementById('chat-send').disabled`)
+	sh.shot("chat stopped")
+	do(t, ctx, "new conversation", chromedp.Click(chromedp.ID("chat-clear")))
+
+	// One turn in which the fake model runs code that saves and shows a
+	// chart.
 	do(t, ctx, "ask", chromedp.SendKeys(chromedp.ID("chat-input"), "Save a bar chart of the languages"), chromedp.KeyEvent("\r"))
 	wait(t, ctx, "the model's answer", `document.querySelector('.msg.assistant .text')?.innerText.includes('The chart is saved as chart.png.')`)
 	wait(t, ctx, "the chart in the execution cell",

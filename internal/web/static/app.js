@@ -88,7 +88,7 @@
       let b = null;
       try { b = await resp.json(); } catch (e) { /* not JSON */ }
       const err = new APIError(resp.status, b);
-      if (resp.status === 401) askKey("The server refused the key: " + err.message);
+      if (resp.status === 401) askKey(apiKey() ? "The server refused the key: " + err.message : "");
       throw err;
     }
     return opts.raw ? resp : resp.json();
@@ -242,6 +242,9 @@
     const n = ++cellN;
     const ta = el("textarea", { id: "cell-" + n, class: "code", rows: "3", spellcheck: "false", autocapitalize: "off" });
     ta.value = code || "";
+    const fit = () => { ta.rows = Math.max(3, ta.value.split("\n").length + 1); };
+    fit();
+    ta.addEventListener("input", fit);
     const run = el("button", { type: "button", class: "run", text: "Run", "aria-label": "Run cell " + n });
     const out = el("div", { class: "out", "aria-live": "polite", "aria-label": "Output of cell " + n });
     const del = el("button", { type: "button", class: "quiet", text: "Delete", "aria-label": "Delete cell " + n });
@@ -415,6 +418,7 @@
     const body = el("div", { class: "body" });
     const m = el("div", { class: "msg " + role }, el("div", { class: "who", text: role === "user" ? "You" : "Assistant" }), body);
     $("chat-log").append(m);
+    m.scrollIntoView({ block: "nearest" });
     return body;
   }
 
