@@ -21,6 +21,9 @@ packages=(
 	# For the tests only: TestSeccompSyscallNumbers checks the filter's
 	# syscall numbers against /usr/include/x86_64-linux-gnu/asm/unistd_64.h.
 	linux-libc-dev
+	# For the tests only: TestPlayground drives the playground page at / in
+	# a headless chromium (internal/server/playground_linux_test.go).
+	chromium
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

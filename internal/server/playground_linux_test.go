@@ -230,24 +230,36 @@ func TestPlayground(t *testing.T) {
 	sh.shot("chat stopped")
 	do(t, ctx, "new conversation", chromedp.Click(chromedp.ID("chat-clear")))
 
-	// One turn in which the fake model runs code that saves and shows a
-	// chart.
+	// A file attached to the conversation is read by the model's code.
+	do(t, ctx, "attach sales.csv", chromedp.SetUploadFiles(chromedp.ID("chat-files"), []string{csv}))
+	wait(t, ctx, "the attachment listed", `document.getElementById('chat-attached').innerText === 'Attached: sales.csv'`)
+	do(t, ctx, "ask about it", chromedp.SendKeys(chromedp.ID("chat-input"), "Summarise the attached file"), chromedp.KeyEvent("\r"))
+	wait(t, ctx, "the analysis of the attached file",
+		`[...document.querySelectorAll('.msg.assistant .text')].some(e => e.innerText.includes('sales sum: 370'))`)
+	sh.shot("chat attached")
+
+	// A second turn, sent with the first one's execution in its history, in
+	// which the fake model runs code that saves and shows a chart.
+	last := `[...document.querySelectorAll('.msg.assistant')].at(-1)`
 	do(t, ctx, "ask", chromedp.SendKeys(chromedp.ID("chat-input"), "Save a bar chart of the languages"), chromedp.KeyEvent("\r"))
-	wait(t, ctx, "the model's answer", `document.querySelector('.msg.assistant .text')?.innerText.includes('The chart is saved as chart.png.')`)
+	wait(t, ctx, "the model's answer", last+`.querySelector('.text')?.innerText.includes('The chart is saved as chart.png.')`)
 	wait(t, ctx, "the chart in the execution cell",
-		`(() => { const i = document.querySelector('.msg.assistant details.exec img'); return i && i.complete && i.naturalWidth > 0 })()`)
-	code := eval[string](t, ctx, `document.querySelector('.msg.assistant details.exec pre.code').innerText`)
+		`(() => { const i = `+last+`.querySelector('details.exec img'); return i && i.complete && i.naturalWidth > 0 })()`)
+	code := eval[string](t, ctx, last+`.querySelector('details.exec pre.code').innerText`)
 	if !strings.Contains(code, `plt.savefig("/mnt/data/chart.png")`) {
 		t.Errorf("the cell shows the code %q", code)
 	}
-	if n := eval[int](t, ctx, `document.querySelectorAll('.msg.assistant details.exec pre.code [class^="hljs-"]').length`); n == 0 {
+	if n := eval[int](t, ctx, last+`.querySelectorAll('details.exec pre.code [class^="hljs-"]').length`); n == 0 {
 		t.Error("the code is not highlighted")
 	}
-	if got := eval[string](t, ctx, `document.querySelector('.msg.assistant .files-out')?.innerText || ''`); !strings.Contains(got, "chart.png") {
+	if got := eval[string](t, ctx, last+`.querySelector('.files-out')?.innerText || ''`); !strings.Contains(got, "chart.png") {
 		t.Errorf("no download for chart.png: %q", got)
 	}
 	if !eval[bool](t, ctx, `document.getElementById('chat-stop').disabled && !document.getElementById('chat-send').disabled`) {
 		t.Error("after the answer, Send is not enabled again or Stop is still enabled")
+	}
+	if !historyHasExecution(env.router.def.DecodedRequests(), "sales sum: 370") {
+		t.Error("the second turn's request did not carry the first turn's execution")
 	}
 	png := sh.shot("chat chart")
 	if *playgroundShot {
@@ -255,6 +267,22 @@ func TestPlayground(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// historyHasExecution reports whether the last request the fake model got
+// holds a tool message with output: the page sent the earlier execution
+// back in the history (the server turns it into a function call and its
+// result).
+func historyHasExecution(reqs []*fakellm.Request, output string) bool {
+	if len(reqs) == 0 {
+		return false
+	}
+	for _, m := range reqs[len(reqs)-1].Messages {
+		if m.Role == "tool" && strings.Contains(m.Text(), output) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestPlaygroundHeaders checks what the page is served with: no key

@@ -9,10 +9,11 @@
 // /v1/sessions, chat mode through /v1/chat/completions with code_execution,
 // with the API key a person types (kept in the browser's localStorage, never
 // in the page). Everything sandboxed code produced is treated as hostile:
-// Markdown and text/html results are sanitised by DOMPurify, HTML results
-// are shown in an iframe with a sandbox attribute and no allow-same-origin,
+// Markdown and text/html results are sanitised by DOMPurify (no script,
+// handlers, forms, styles or clobbering ids) before they reach the DOM, the
+// rest is inserted as text or as data: images (an SVG only as an <img>),
 // and the page's own Content-Security-Policy (CSP) allows script from 'self'
-// only, with no inline script.
+// only, with no inline script, so a sanitiser miss still cannot run code.
 package web
 
 import (
@@ -27,12 +28,12 @@ import (
 var static embed.FS
 
 // CSP is the Content-Security-Policy of the page and its assets: script and
-// style only from the server itself, images also from data: and blob: URLs
-// (the sandbox's PNGs arrive as base64), frames only from srcdoc (the
-// sandboxed HTML results), connections only to the server.
+// style only from the server itself (no inline script or style attribute),
+// images also from data: and blob: URLs (the sandbox's PNGs arrive as
+// base64), connections only to the server, and nothing else: no frames,
+// plugins, forms or <base>, and no framing of the page by another.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
-	"connect-src 'self'; frame-src 'self'; child-src 'self'; font-src 'self'; form-action 'none'; " +
-	"base-uri 'none'; frame-ancestors 'none'"
+	"connect-src 'self'; font-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 // AssetPrefix is the path the page's assets are served under.
 const AssetPrefix = "/playground/"
