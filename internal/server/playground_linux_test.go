@@ -212,6 +212,16 @@ func TestPlayground(t *testing.T) {
 	}
 	sh.shot("notebook upload and html")
 
+	// Restart: a new session, where df is gone; the error shows its
+	// traceback.
+	do(t, ctx, "restart", chromedp.Click(chromedp.ID("nb-restart")))
+	wait(t, ctx, "the restart", `document.getElementById('nb-status').innerText.startsWith('Restarted')`)
+	typeCell(t, ctx, 6, "df")
+	wait(t, ctx, "the NameError's traceback", out(6)+`.querySelector('.traceback')?.innerText.includes("NameError: name 'df' is not defined")`)
+	if st := eval[string](t, ctx, out(6)+`.querySelector('.status').innerText`); !strings.HasPrefix(st, "status error") {
+		t.Errorf("the failed cell's status line is %q", st)
+	}
+
 	// At phone width nothing overflows sideways.
 	do(t, ctx, "phone width", chromedp.EmulateViewport(390, 844))
 	if w := eval[[]float64](t, ctx, `[document.documentElement.scrollWidth, window.innerWidth]`); w[0] > w[1] {
@@ -245,6 +255,9 @@ func TestPlayground(t *testing.T) {
 	wait(t, ctx, "the model's answer", last+`.querySelector('.text')?.innerText.includes('The chart is saved as chart.png.')`)
 	wait(t, ctx, "the chart in the execution cell",
 		`(() => { const i = `+last+`.querySelector('details.exec img'); return i && i.complete && i.naturalWidth > 0 })()`)
+	if !eval[bool](t, ctx, last+`.querySelector('.text .md p') !== null`) {
+		t.Error("the answer is not rendered as Markdown")
+	}
 	code := eval[string](t, ctx, last+`.querySelector('details.exec pre.code').innerText`)
 	if !strings.Contains(code, `plt.savefig("/mnt/data/chart.png")`) {
 		t.Errorf("the cell shows the code %q", code)
