@@ -332,3 +332,25 @@ func TestPlaygroundHeaders(t *testing.T) {
 		t.Errorf("GET /nope = %d %v", code, body)
 	}
 }
+
+// TestPlaygroundWithoutModel: on a server with no keys and no model
+// provider, the page asks for no key, opens the notebook, which works, and
+// the chat tab says what it needs.
+func TestPlaygroundWithoutModel(t *testing.T) {
+	s := startService(t, func(c *config.Config) { c.APIKeys = nil })
+	ctx := browser(t)
+	sh := &shooter{t: t, ctx: ctx, dir: t.TempDir()}
+	do(t, ctx, "open the page", chromedp.Navigate(s.url+"/"))
+	wait(t, ctx, "the notebook tab selected", `document.getElementById('tab-notebook').getAttribute('aria-selected') === 'true' && document.getElementById('notebook').checkVisibility()`)
+	typeCell(t, ctx, 1, "1 + 1")
+	wait(t, ctx, "the result", out(1)+`.querySelector('.result')?.textContent === '2'`)
+	if eval[bool](t, ctx, `document.getElementById('key-form').checkVisibility()`) {
+		t.Error("the page asks for a key on a server without keys")
+	}
+	do(t, ctx, "open the chat", chromedp.Click(chromedp.ID("tab-chat")))
+	wait(t, ctx, "the notice", `document.getElementById('chat-unavailable').checkVisibility() && document.getElementById('chat-unavailable').innerText.includes('--upstream-url')`)
+	if eval[bool](t, ctx, `document.getElementById('chat-form').checkVisibility()`) {
+		t.Error("the chat form is shown without a model provider")
+	}
+	sh.shot("chat without model")
+}
