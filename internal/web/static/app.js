@@ -230,12 +230,18 @@
   let cellN = 0;
   const sessionFile = (p) => "/v1/sessions/" + session + "/files/" + p.split("/").map(encodeURIComponent).join("/");
 
+  // ensureSession starts the session once, however many callers wait.
+  let starting = null;
   async function ensureSession() {
     if (session) return session;
-    const s = await api("POST", "/v1/sessions", {});
-    session = s.id;
-    $("nb-status").textContent = "Session " + session;
-    return session;
+    if (!starting) {
+      starting = api("POST", "/v1/sessions", {}).then((s) => {
+        session = s.id;
+        $("nb-status").textContent = "Session " + session;
+        return session;
+      }).finally(() => { starting = null; });
+    }
+    return starting;
   }
 
   function addCell(code, after) {
