@@ -151,6 +151,12 @@ func TestPlayground(t *testing.T) {
 	// The page loads without a key, then asks for one: the server has keys.
 	do(t, ctx, "open the page", chromedp.Navigate(env.url+"/"))
 	wait(t, ctx, "the API key form", `document.getElementById('key-input').checkVisibility()`)
+	// From here on, anything its own CSP blocks is recorded. DOMPurify's
+	// parse of the sandbox's HTML (inline style, an onerror handler) is
+	// blocked there, in its working document: that is the CSP at work. The
+	// page's own code, and the sanitised DOM it inserts, must cause none.
+	eval[bool](t, ctx, `(window.cspViolations = [], document.addEventListener('securitypolicyviolation',
+		e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI + ' ' + e.sourceFile + ':' + e.lineNumber + ' ' + e.sample)), true)`)
 	if got := eval[string](t, ctx, `document.documentElement.outerHTML`); strings.Contains(got, keyA) || strings.Contains(got, keyB) {
 		t.Fatal("the page embeds an API key")
 	}
@@ -270,6 +276,13 @@ func TestPlayground(t *testing.T) {
 	}
 	if !eval[bool](t, ctx, `document.getElementById('chat-stop').disabled && !document.getElementById('chat-send').disabled`) {
 		t.Error("after the answer, Send is not enabled again or Stop is still enabled")
+	}
+	for _, v := range eval[[]string](t, ctx, `window.cspViolations`) {
+		if strings.Contains(v, "/playground/vendor/purify.js:") {
+			t.Logf("blocked by the CSP while DOMPurify parsed sandbox HTML: %s", v)
+		} else {
+			t.Errorf("the page broke its own CSP: %s", v)
+		}
 	}
 	if !historyHasExecution(env.router.def.DecodedRequests(), "sales sum: 370") {
 		t.Error("the second turn's request did not carry the first turn's execution")
