@@ -33,7 +33,8 @@ func TestSlowStreamingClient(t *testing.T) {
 	postNeverRead(t, s, body)
 	// Never read. The marker process shows the execution runs, then it
 	// must go.
-	for i := 0; i < 200 && sleepers(t) == 0; i++ {
+	// (Generous: on a loaded machine a sandbox may take seconds.)
+	for i := 0; i < 1200 && sleepers(t) == 0; i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if sleepers(t) == 0 {
@@ -403,8 +404,10 @@ func TestSlowReaderGivesBackAdmission(t *testing.T) {
 		if st == 200 {
 			break
 		}
-		if _, code, _ := errOf(res); st != 429 || code != "concurrency_limit" {
-			t.Fatalf("the key's second execution = %d %v, want 200 or, while the first runs, 429 concurrency_limit", st, res)
+		// While the first runs: concurrency_limit; while its body is
+		// still being read (the key has one place for that): busy.
+		if _, code, _ := errOf(res); st != 429 || (code != "concurrency_limit" && code != "busy") {
+			t.Fatalf("the key's second execution = %d %v, want 200 or, while the first runs, 429", st, res)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the key's second execution is still refused 30 s later: the unread result keeps the admission")
