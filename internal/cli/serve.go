@@ -165,12 +165,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 		return err
 	}
 	log.Info("starting sandboxes", "pool_size", cfg.PoolSize)
-	lim := executor.DefaultLimits
-	lim.Timeout, lim.MemoryBytes, lim.OutputBytes = cfg.Timeout, cfg.MemoryMB<<20, cfg.OutputBytes
-	max := executor.MaxLimits
-	max.Timeout, max.MemoryBytes, max.OutputBytes = cfg.MaxTimeout, cfg.MaxMemoryMB<<20, cfg.MaxOutputBytes
-	ex, err := executor.New(ctx, executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max,
-		TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log})
+	ex, err := executor.New(ctx, executorConfig(cfg, log))
 	if err != nil {
 		ln.Close()
 		return err
@@ -189,6 +184,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs.RegisterOnShutdown(srv.CloseMCP) // MCP event streams would hold Shutdown
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	gcCtx, stopGC := context.WithCancel(context.Background())
@@ -218,6 +214,16 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	srv.Close()
 	return nil
+}
+
+// executorConfig is the executor of cfg's pool and limits.
+func executorConfig(cfg config.Config, log *slog.Logger) executor.Config {
+	lim := executor.DefaultLimits
+	lim.Timeout, lim.MemoryBytes, lim.OutputBytes = cfg.Timeout, cfg.MemoryMB<<20, cfg.OutputBytes
+	max := executor.MaxLimits
+	max.Timeout, max.MemoryBytes, max.OutputBytes = cfg.MaxTimeout, cfg.MaxMemoryMB<<20, cfg.MaxOutputBytes
+	return executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max,
+		TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log}
 }
 
 // collectGarbage deletes expired files and sessions every minute.

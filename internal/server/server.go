@@ -57,6 +57,7 @@ type Server struct {
 	decoding   chan struct{}
 	decodingOf map[string]int
 	wg         sync.WaitGroup // session reapers
+	mcp        mcpHub         // /mcp (mcp.go)
 }
 
 // New builds a server. The caller owns exec and st and closes them after
@@ -114,6 +115,9 @@ func (s *Server) routes() {
 	api("GET /v1/responses/{id}", s.handleGetResponse)
 	api("DELETE /v1/responses/{id}", s.handleDeleteResponse)
 	api("GET /v1/responses/{id}/input_items", s.handleResponseInputItems)
+	api("POST /mcp", s.handleMCP) // streamable HTTP, one handler for its three methods
+	api("GET /mcp", s.handleMCP)
+	api("DELETE /mcp", s.handleMCP)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -275,6 +279,7 @@ func (s *Server) SetEgress(p *egress.Policy) { s.egress = p }
 // http.Server.Shutdown.
 func (s *Server) Close() {
 	s.kill()
+	s.CloseMCP()
 	s.mu.Lock()
 	var live []*liveSession
 	for _, ls := range s.sessions {
