@@ -54,7 +54,7 @@ func inProcess(t *testing.T, svc *mcp.Service, opts *sdk.ClientOptions) *sdk.Cli
 	return cs
 }
 
-func newService(t *testing.T) *mcp.Service {
+func newService(t testing.TB) *mcp.Service {
 	t.Helper()
 	svc, err := mcp.New(options(mcp.ExecutorBackend{Exec: newExecutor(t), Idle: 10 * time.Minute}))
 	if err != nil {
