@@ -262,7 +262,23 @@ func TestInProcess(t *testing.T) {
 		}
 	})
 
+	t.Run("a killed sandbox is replaced", func(t *testing.T) {
+		run(t, cs, "y = 1")
+		res := call(t, cs, "run_python", map[string]any{"code": "import os\nos._exit(3)"})
+		if !res.IsError || !strings.Contains(texts(res), "fresh sandbox") {
+			t.Fatalf("the code killed its process: IsError %v, %q", res.IsError, texts(res))
+		}
+		res = call(t, cs, "run_python", map[string]any{"code": "y"})
+		if !res.IsError || !strings.Contains(texts(res), "NameError") {
+			t.Errorf("y in the fresh sandbox: %q, want NameError", texts(res))
+		}
+		if got := texts(run(t, cs, "z = 2\nz")); !strings.Contains(got, "result: 2") {
+			t.Errorf("the fresh sandbox: %q", got)
+		}
+	})
+
 	t.Run("reset", func(t *testing.T) {
+		run(t, cs, "x = 41\nopen('out.txt', 'w').write('from the sandbox')")
 		if res := call(t, cs, "reset_sandbox", nil); res.IsError {
 			t.Fatal(texts(res))
 		}
