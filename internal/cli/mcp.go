@@ -76,18 +76,14 @@ func mcpCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	cfg.MaxMemoryMB = max(cfg.MaxMemoryMB, cfg.MemoryMB)
 	cfg.MaxOutputBytes = max(cfg.MaxOutputBytes, cfg.OutputBytes)
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "codeexec mcp: invalid configuration:\n%v\n", err)
+	policy, err := check(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "codeexec mcp: %v\n", err)
 		return 2
 	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	policy, err := cfg.EgressPolicy()
-	if err != nil {
-		fmt.Fprintf(stderr, "codeexec mcp: %v\n", err)
-		return 2
-	}
 	if err := ServeMCP(ctx, cfg, policy, &sdk.StdioTransport{MaxLineLength: int(cfg.MaxBodyBytes)}, log); err != nil {
 		fmt.Fprintf(stderr, "codeexec mcp: %v\n", err)
 		return 1
