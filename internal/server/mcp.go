@@ -77,9 +77,10 @@ func (s *Server) mcpTenant(owner string) (*mcpTenant, *apiError) {
 }
 
 // MCPFileLimit is the largest file the MCP tools move: the upload limit,
-// and no more than fits a JSON body as base64.
+// and no more than fits a JSON-RPC message of maxBody bytes as base64,
+// with room for the rest of the message.
 func MCPFileLimit(maxUpload, maxBody int64) int64 {
-	return min(maxUpload, maxBody/4*3)
+	return max(1, min(maxUpload, (maxBody-64<<10)/4*3))
 }
 
 // CloseMCP ends every MCP session once its running calls are over, and
