@@ -343,3 +343,17 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.Logf("run_python print(1) over stdio: median %v; REST session execute: median %v (%d calls each)", m, r, b.N)
 }
+
+// TestMCPCommandFlags: codeexec mcp refuses bad flags and arguments
+// before it starts anything, saying so on stderr, never on stdout.
+func TestMCPCommandFlags(t *testing.T) {
+	for _, args := range [][]string{{"extra"}, {"--no-such-flag"}, {"--timeout", "-1s"}, {"--egress-allow", "10.0.0.1"}} {
+		cmd := exec.Command(binary(t), append([]string{"mcp"}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || stderr.Len() == 0 || stdout.Len() != 0 {
+			t.Errorf("codeexec mcp %v: %v, stdout %q, stderr %q; want exit 2 and the reason on stderr", args, err, stdout.String(), stderr.String())
+		}
+	}
+}
