@@ -111,7 +111,7 @@ type mcpBackend struct {
 }
 
 func (b mcpBackend) NewSandbox(ctx context.Context) (mcp.Sandbox, error) {
-	ls, e := b.s.startSession(ctx, b.owner, b.s.cfg.SessionIdle, 0)
+	ls, e := b.s.startSession(ctx, b.owner, sessionOptions{prefix: "sess_", idle: b.s.cfg.SessionIdle})
 	if e != nil {
 		return nil, e
 	}
@@ -138,12 +138,9 @@ func (m *mcpSandbox) Execute(ctx context.Context, req executor.Request) (*execut
 	defer cancel(nil)
 	defer context.AfterFunc(m.s.hardStop, func() { cancel(errShutdown) })()
 	req.Sink = storeSink{s: m.s, owner: m.owner, sessionID: m.ls.rec.ID}
-	res, err := m.ls.sess.Execute(ctx, req)
+	res, err := m.s.execInSession(ctx, m.ls, req)
 	if res != nil {
 		m.s.metrics.observe(res)
-		if res.SessionEnded {
-			m.s.endSession(m.ls, "killed")
-		}
 	}
 	return res, err
 }
