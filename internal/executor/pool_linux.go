@@ -250,6 +250,7 @@ func zygoteFiles(cfg Config) (map[string][]byte, map[string]string, error) {
 		Env:      sandboxEnv,
 		TmpBytes: cfg.TmpBytes, WorkdirBytes: cfg.WorkdirBytes, MaxFiles: cfg.MaxFiles,
 		MaxFileBytes: cfg.Max.FileBytes, MaxOpenFiles: cfg.OpenFiles, MaxProcs: cfg.Max.Procs,
+		Preload: python.Preloads(),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -51,6 +51,9 @@ type ZygoteConfig struct {
 	MaxOpenFiles int64 `json:"max_open_files"`
 	// MaxProcs is RLIMIT_NPROC for the child's unique uid.
 	MaxProcs int64 `json:"max_procs"`
+	// Preload are modules the zygote imports before any request (see
+	// Preloads); one that is not installed is skipped.
+	Preload []string `json:"preload,omitempty"`
 }
 
 // Control messages between Go and the zygote (one JSON object per

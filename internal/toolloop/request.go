@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"codeexec/internal/python"
 )
 
 // Names of the server-side tools, as the model sees them.
@@ -341,14 +343,23 @@ func (r *Request) toolDefs(sandbox string) []json.RawMessage {
 	return defs
 }
 
+// libraryNames lists python.Libraries by the names users know them by.
+func libraryNames() string {
+	var names []string
+	for _, l := range python.Libraries {
+		names = append(names, l.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
 // SandboxDescription describes the sandbox to the model.
 // network lists the domains reachable over HTTP(S) (nil: no network).
 func SandboxDescription(timeout time.Duration, memoryMB int64, files []string, network []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run Python 3 code in a secure sandbox and get its output. Preinstalled: numpy, pandas, matplotlib, scipy, sympy, requests, PIL. "+
+	fmt.Fprintf(&b, "Run Python 3 code in a secure sandbox and get its output. Preinstalled: %s. "+
 		"Each run is limited to %g s and %d MiB of memory. The working directory is /mnt/data; files written there are returned to the user. "+
 		"Show plots with plt.show(); they are shown to the user as images. "+
-		"Variables, imports and files persist across the runs of this conversation turn.", timeout.Seconds(), memoryMB)
+		"Variables, imports and files persist across the runs of this conversation turn.", libraryNames(), timeout.Seconds(), memoryMB)
 	if len(network) == 0 {
 		b.WriteString(" There is no network access.")
 	} else {
