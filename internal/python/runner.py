@@ -238,9 +238,42 @@ def _run(code, g):
 _filenames = set()
 
 
+def _run_bash(code):
+    """Runs code with /bin/bash -c in this child's sandbox (its limits, its
+    /mnt/data and environment, its working directory), writing to the
+    same stdout and stderr; returns the exit status, 128 + N when signal N
+    ended bash. Bash gets a process group of its own: whatever is left of
+    it when it exits (background jobs), or when it is interrupted, is
+    killed and reaped (this child is pid 1 of its namespace: orphans are
+    its own)."""
+    import subprocess
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    p = subprocess.Popen(["/bin/bash", "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Wait without reaping: the group's id stays bash's until the
+        # group is killed.
+        os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+        # The group's other members are now this child's (their parents
+        # are dead or dying): wait for each, so that none is left a zombie.
+        while True:
+            try:
+                os.waitpid(-p.pid, 0)
+            except ChildProcessError:
+                break
+    return p.returncode if p.returncode >= 0 else 128 - p.returncode
+
+
 def execute(msg, g):
+    """Runs an exec request's code; returns (result, error, exit code)."""
     code = msg["code"]
-    result, error = None, None
+    result, error, exit_code = None, None, None
     try:
         env = msg.get("env")
         if isinstance(env, dict):
@@ -255,7 +288,15 @@ def execute(msg, g):
         global _running
         _running = True
         try:
-            result = _run(code, g)
+            if msg.get("language") == "bash":
+                exit_code = _run_bash(code)
+                if exit_code != 0:
+                    what = "exit code %d" % exit_code
+                    if exit_code > 128:
+                        what = "killed by signal %d (exit code %d)" % (exit_code - 128, exit_code)
+                    error = {"name": "ExitCode", "value": "bash: " + what, "traceback": ""}
+            else:
+                result = _run(code, g)
         finally:
             _running = False
     except SystemExit as e:
@@ -270,7 +311,7 @@ def execute(msg, g):
     except BaseException as e:
         if error is None:
             error = {"name": type(e).__name__, "value": str(e), "traceback": _user_traceback(e, _filenames)}
-    return result, error
+    return result, error, exit_code
 
 
 def put_files(files):
@@ -400,9 +441,12 @@ def serve(sock, probe=None):
             continue
         global _nonce
         _nonce = msg.get("nonce", "")
-        result, error = execute(msg, g)
+        result, error, exit_code = execute(msg, g)
         try:
             _finish(msg["nonce"])
         except BaseException:
             pass
-        send({"type": "done", "status": "error" if error else "ok", "result": result, "error": error})
+        done = {"type": "done", "status": "error" if error else "ok", "result": result, "error": error}
+        if exit_code is not None:
+            done["exit_code"] = exit_code
+        send(done)
