@@ -146,8 +146,8 @@ type Request struct {
 	// LanguageBash: a shell script run by /bin/bash in the same sandbox,
 	// with the same limits and files; Result.ExitCode is its exit status.
 	Language string
-	Limits Limits
-	Files  []InputFile
+	Limits   Limits
+	Files    []InputFile
 	// OnEvent, when set, is called from the executing goroutine for each
 	// piece of output as it arrives. It must not block for long.
 	OnEvent func(Event)
