@@ -16,6 +16,8 @@ packages=(
 	python3-sympy
 	python3-requests
 	python3-pil
+	# pip install at run time, into a sandbox's /tmp (internal/python/runner.py).
+	python3-pip
 	# The other libraries of the sandbox (internal/python/libraries.go).
 	python3-seaborn
 	python3-sklearn

@@ -169,7 +169,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	lim.Timeout, lim.MemoryBytes, lim.OutputBytes = cfg.Timeout, cfg.MemoryMB<<20, cfg.OutputBytes
 	max := executor.MaxLimits
 	max.Timeout, max.MemoryBytes, max.OutputBytes = cfg.MaxTimeout, cfg.MaxMemoryMB<<20, cfg.MaxOutputBytes
-	ex, err := executor.New(ctx, executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max,
+	ex, err := executor.New(ctx, executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max, PipIndexURL: cfg.PipIndexURL,
 		TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log})
 	if err != nil {
 		ln.Close()
