@@ -137,6 +137,33 @@ func runChecks(ctx context.Context, report func(finding)) {
 	report(checkRoot())
 	platformChecks(ctx, report)
 	checkPython(ctx, report)
+	checkTools(report)
+}
+
+// doctorTools are the commands language "bash" relies on, in the /usr the
+// sandbox binds, with the Debian package of each.
+var doctorTools = [][2]string{
+	{"bash", "bash"}, {"grep", "grep"}, {"sed", "sed"}, {"awk", "mawk"}, {"find", "findutils"},
+	{"unzip", "unzip"}, {"sqlite3", "sqlite3"}, {"file", "file"},
+}
+
+// checkTools reports each of doctorTools, and pip (for pip install at run
+// time), one finding each.
+func checkTools(report func(finding)) {
+	for _, t := range doctorTools {
+		what := "command " + t[0]
+		if _, err := os.Stat("/usr/bin/" + t[0]); err != nil {
+			report(fail(what, err.Error(), aptInstall(t[1])))
+			continue
+		}
+		report(ok(what))
+	}
+	what := "pip (python3 -m pip)"
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/pip/__init__.py"); err != nil {
+		report(fail(what, err.Error(), aptInstall("python3-pip")))
+		return
+	}
+	report(ok(what))
 }
 
 func checkRoot() finding {
