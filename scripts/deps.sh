@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deps.sh installs the Debian packages codeexec and its tests need on a
-# Debian or Ubuntu host: python3 with the libraries the sandbox preloads, a
+# Debian or Ubuntu host: python3 with the libraries the sandbox offers, a
 # font for matplotlib, CA certificates, and the kernel headers one test
 # reads. It is idempotent: it installs only what is missing and runs apt-get
 # update only when something must be installed. Run it as root; otherwise it
@@ -16,6 +16,28 @@ packages=(
 	python3-sympy
 	python3-requests
 	python3-pil
+	# pip install at run time, into a sandbox's /tmp (internal/python/runner.py).
+	python3-pip
+	# The other libraries of the sandbox (internal/python/libraries.go).
+	python3-seaborn
+	python3-sklearn
+	python3-statsmodels
+	python3-openpyxl
+	python3-xlrd
+	python3-xlsxwriter
+	python3-networkx
+	python3-docx
+	python3-pypdf
+	python3-bs4
+	python3-lxml
+	python3-tabulate
+	python3-reportlab
+	python3-plotly
+	# Command-line tools for language "bash" (coreutils, grep, sed, gawk,
+	# findutils and bash are essential packages, always there).
+	unzip
+	sqlite3
+	file
 	fonts-dejavu-core
 	ca-certificates
 	# For the tests only: TestSeccompSyscallNumbers checks the filter's

@@ -47,6 +47,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	apiKey := fs.String("api-key", os.Getenv("CODEEXEC_API_KEY"), "API key for --server (default $CODEEXEC_API_KEY)")
 	clients := fs.Int("clients", 8, "concurrent HTTP clients for --server")
 	hostile := hostileFlags(fs)
+	libs := libFlags(fs)
 	sessions := fs.Int("sessions", 0, "with --server: also create this many idle sessions and measure their memory (the server needs --key-sessions at least as high)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: codeexec bench [flags]\n\nMeasures, in one run (or against a server with --server URL), warm executions against bare python3 subprocesses,\nsustained throughput, the memory of a warm child, and what this host charges for a copy-on-write page fault and a fork.\nPrints medians, p99 and ratios.\n\nWith --hostile-frames it measures instead the peak RSS growth of this process, running an executor, while 8 sessions\nflood it with hostile frames (huge displays, JSON that multiplies when decoded, frames without end or after it).\n\nFlags:")
@@ -66,7 +67,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 0
 	}
-	fmt.Fprintln(stdout, "starting executor (the zygote preloads numpy, pandas, matplotlib, scipy, sympy)...")
+	fmt.Fprintln(stdout, "starting executor (the zygote preloads its libraries)...")
 	start := time.Now()
 	e, err := executor.New(ctx, executor.Config{PoolSize: *pool, DataWarmup: *dataWarm, PlotWarmup: *plotWarm})
 	if err != nil {
@@ -76,6 +77,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer e.Close()
 	fmt.Fprintf(stdout, "executor ready in %s\n\n", time.Since(start).Round(time.Millisecond))
 	waitWarm(e, *pool)
+	if libs.only {
+		return exitCode(libs.run(ctx, e, *dataWarm, stdout, stderr))
+	}
 
 	warm := func(code string, runs int) (stats, error) {
 		var d []time.Duration
@@ -214,7 +218,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stdout, "%-40s Private_Dirty %5.2f MiB, PSS %.1f MiB  target <= 5 MiB private\n",
 			name, float64(priv)/(1<<20), float64(pss)/(1<<20))
 	}
-	return 0
+	return exitCode(libs.run(ctx, e, *dataWarm, stdout, stderr))
 }
 
 // cpuBusy is the CPU time all CPUs have spent not idle since boot, from

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"codeexec/internal/python"
 )
 
 func init() {
@@ -27,9 +29,15 @@ func init() {
 // python3 is first on PATH.
 const doctorPython = "/usr/bin/python3"
 
-// doctorModules are the libraries the zygote imports before any request,
-// as Python import names.
-var doctorModules = []string{"numpy", "pandas", "matplotlib", "scipy", "sympy", "requests", "PIL"}
+// doctorModules are the import names of the sandbox's libraries
+// (python.Libraries).
+var doctorModules = func() []string {
+	var out []string
+	for _, l := range python.Libraries {
+		out = append(out, l.Import)
+	}
+	return out
+}()
 
 // doctorImportTimeout bounds one import check: a cold import of scipy on a
 // slow disk takes a few seconds, not a minute.
@@ -129,6 +137,33 @@ func runChecks(ctx context.Context, report func(finding)) {
 	report(checkRoot())
 	platformChecks(ctx, report)
 	checkPython(ctx, report)
+	checkTools(report)
+}
+
+// doctorTools are the commands language "bash" relies on, in the /usr the
+// sandbox binds, with the Debian package of each.
+var doctorTools = [][2]string{
+	{"bash", "bash"}, {"grep", "grep"}, {"sed", "sed"}, {"awk", "mawk"}, {"find", "findutils"},
+	{"unzip", "unzip"}, {"sqlite3", "sqlite3"}, {"file", "file"},
+}
+
+// checkTools reports each of doctorTools, and pip (for pip install at run
+// time), one finding each.
+func checkTools(report func(finding)) {
+	for _, t := range doctorTools {
+		what := "command " + t[0]
+		if _, err := os.Stat("/usr/bin/" + t[0]); err != nil {
+			report(fail(what, err.Error(), aptInstall(t[1])))
+			continue
+		}
+		report(ok(what))
+	}
+	what := "pip (python3 -m pip)"
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/pip/__init__.py"); err != nil {
+		report(fail(what, err.Error(), aptInstall("python3-pip")))
+		return
+	}
+	report(ok(what))
 }
 
 func checkRoot() finding {
@@ -169,11 +204,17 @@ func checkModule(ctx context.Context, module string) finding {
 	ctx, cancel := context.WithTimeout(ctx, doctorImportTimeout)
 	defer cancel()
 	what := "python module " + module
-	const script = `import importlib, sys
+	// The version is the distribution's (python.Library.Name), else the
+	// top-level module's __version__.
+	const script = `import importlib, importlib.metadata, sys
 m = importlib.import_module(sys.argv[1])
-print(getattr(m, "__version__", ""))`
+try:
+    v = importlib.metadata.version(sys.argv[2])
+except Exception:
+    v = getattr(sys.modules[sys.argv[1].split(".")[0]], "__version__", "")
+print(v)`
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, doctorPython, "-I", "-c", script, module)
+	cmd := exec.CommandContext(ctx, doctorPython, "-I", "-c", script, module, distribution(module))
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return fail(what, commandError(err, stderr.Bytes()), aptInstall(debianPackage(module)))
@@ -200,9 +241,25 @@ var debianModulePackages = map[string]string{
 	"cv2": "python3-opencv",
 }
 
+// distribution is the name of module's distribution when python.Libraries
+// has it, else module.
+func distribution(module string) string {
+	for _, l := range python.Libraries {
+		if l.Import == module {
+			return l.Name
+		}
+	}
+	return module
+}
+
 // debianPackage returns the Debian package that provides the Python module
 // module (an import name such as "PIL" or "matplotlib.pyplot").
 func debianPackage(module string) string {
+	for _, l := range python.Libraries {
+		if l.Import == module {
+			return l.Debian
+		}
+	}
 	top, _, _ := strings.Cut(module, ".")
 	if p, ok := debianModulePackages[top]; ok {
 		return p

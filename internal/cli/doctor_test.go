@@ -31,7 +31,7 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("runDoctor(--json) = %d, want 0", code)
 	}
 	// Every check must have run, one line per library.
-	for _, want := range append([]string{"root", "user namespaces", "namespaces", "seccomp", "cgroup", "python3 at"}, doctorModules...) {
+	for _, want := range append([]string{"root", "user namespaces", "namespaces", "seccomp", "cgroup", "python3 at", "command unzip", "command sqlite3", "pip"}, doctorModules...) {
 		found := false
 		for _, f := range got {
 			found = found || strings.Contains(f.What, want)

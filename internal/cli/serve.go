@@ -223,7 +223,7 @@ func executorConfig(cfg config.Config, log *slog.Logger) executor.Config {
 	max := executor.MaxLimits
 	max.Timeout, max.MemoryBytes, max.OutputBytes = cfg.MaxTimeout, cfg.MaxMemoryMB<<20, cfg.MaxOutputBytes
 	return executor.Config{PoolSize: cfg.PoolSize, DataWarmup: cfg.DataWarmup, PlotWarmup: cfg.PlotWarmup, Defaults: lim, Max: max,
-		TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log}
+		PipIndexURL: cfg.PipIndexURL, TotalMemoryBytes: cfg.SandboxesMemoryMB << 20, TotalPids: cfg.SandboxesPids, Logger: log}
 }
 
 // collectGarbage deletes expired files and sessions every minute.

@@ -121,6 +121,10 @@ type Config struct {
 	// EgressHTTPPorts and EgressTLSPorts are the ports plain HTTP and
 	// CONNECT may reach (default 80 and 443).
 	EgressHTTPPorts, EgressTLSPorts []int
+	// PipIndexURL is the package index (a private mirror) that pip in the
+	// sandbox installs from; empty: pip's default. pip reaches it through
+	// the egress proxy, so EgressAllow must name its host.
+	PipIndexURL string
 	// EgressHeadersFile names a JSON file {"domain pattern": {"Header":
 	// "value"}} of headers the proxy adds to plain-HTTP requests, so that
 	// a secret never enters the sandbox. `codeexec serve` reads it when it
@@ -245,6 +249,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.EgressMaxBytes, "egress-max-bytes", c.EgressMaxBytes, "bytes one execution may move through the egress proxy")
 	fs.Var(intList{&c.EgressHTTPPorts}, "egress-http-ports", "comma-separated ports plain HTTP may reach through the egress proxy (default 80)")
 	fs.Var(intList{&c.EgressTLSPorts}, "egress-tls-ports", "comma-separated ports HTTPS (CONNECT) may reach through the egress proxy (default 443)")
+	fs.StringVar(&c.PipIndexURL, "pip-index-url", c.PipIndexURL, "package index (a private mirror) for pip install in the sandbox; its host must be in --egress-allow")
 	fs.StringVar(&c.EgressHeadersFile, "egress-headers-file", c.EgressHeadersFile, "JSON file of headers the egress proxy adds per domain pattern")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }

@@ -123,11 +123,31 @@ type Event struct {
 	Bundle python.Bundle
 }
 
+// The languages of Request.Language.
+const (
+	LanguagePython = "python"
+	LanguageBash   = "bash"
+)
+
+// CheckLanguage validates a request's language: empty (Python), "python"
+// or "bash".
+func CheckLanguage(lang string) error {
+	switch lang {
+	case "", LanguagePython, LanguageBash:
+		return nil
+	}
+	return &InputError{"language", fmt.Sprintf("language %q is not supported: use %q or %q", lang, LanguagePython, LanguageBash)}
+}
+
 // Request is one execution.
 type Request struct {
-	Code   string
-	Limits Limits
-	Files  []InputFile
+	Code string
+	// Language is LanguagePython (the default when empty) or
+	// LanguageBash: a shell script run by /bin/bash in the same sandbox,
+	// with the same limits and files; Result.ExitCode is its exit status.
+	Language string
+	Limits   Limits
+	Files    []InputFile
 	// OnEvent, when set, is called from the executing goroutine for each
 	// piece of output as it arrives. It must not block for long.
 	OnEvent func(Event)
@@ -150,7 +170,11 @@ type Result struct {
 	Result    python.Bundle   `json:"result,omitempty"`
 	Displays  []python.Bundle `json:"displays"`
 	Error     *python.Error   `json:"error,omitempty"`
-	Files     []File          `json:"files"`
+	// ExitCode is the exit status of a bash execution that finished (128
+	// plus the signal's number when a signal ended it); a non-zero one
+	// makes the status error. Absent for Python.
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Files    []File `json:"files"`
 	// DurationMS is the wall time of the run, from handing the code to the
 	// sandbox to its last output.
 	DurationMS float64 `json:"duration_ms"`

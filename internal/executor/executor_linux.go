@@ -132,6 +132,9 @@ func (e *Executor) check(req *Request) (Limits, error) {
 	if err := CheckCode(req.Code, e.cfg.MaxCodeBytes); err != nil {
 		return Limits{}, err
 	}
+	if err := CheckLanguage(req.Language); err != nil {
+		return Limits{}, err
+	}
 	for _, f := range req.Files {
 		if err := CheckPath(f.Path); err != nil {
 			return Limits{}, err

@@ -71,6 +71,11 @@ type Config struct {
 	CgroupParent string
 	// Logger receives the executor's logs (default: discard).
 	Logger *slog.Logger
+	// PipIndexURL, when set, is the package index (a private mirror) the
+	// sandbox's pip uses, PIP_INDEX_URL; an http:// one is also its
+	// PIP_TRUSTED_HOST. pip reaches it only through the egress proxy, so
+	// an execution's network policy must allow its host.
+	PipIndexURL string
 	// Egress are the options of the egress proxies (resolver, dialer,
 	// address filter); tests narrow them to loopback.
 	Egress egress.Options
@@ -246,10 +251,14 @@ func zygoteFiles(cfg Config) (map[string][]byte, map[string]string, error) {
 		"NUMEXPR_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
 		"TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache",
 	}
+	if err := pipEnv(cfg.PipIndexURL, sandboxEnv); err != nil {
+		return nil, nil, err
+	}
 	zc, err := json.Marshal(python.ZygoteConfig{
 		Env:      sandboxEnv,
 		TmpBytes: cfg.TmpBytes, WorkdirBytes: cfg.WorkdirBytes, MaxFiles: cfg.MaxFiles,
 		MaxFileBytes: cfg.Max.FileBytes, MaxOpenFiles: cfg.OpenFiles, MaxProcs: cfg.Max.Procs,
+		Preload: python.Preloads(),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -73,7 +73,7 @@ func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res
 	c.budget.Store(maxFrameBytes)
 	c.open.Store(true)
 	defer c.open.Store(false)
-	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Nonce: nonce, MaxFileBytes: l.FileBytes, Env: env}); err != nil {
+	if err := python.WriteFrame(c.conn, python.Exec{Op: "exec", Code: req.Code, Language: req.Language, Nonce: nonce, MaxFileBytes: l.FileBytes, Env: env}); err != nil {
 		return nil, fmt.Errorf("send code to sandbox: %w", err)
 	}
 	start := time.Now()
@@ -343,6 +343,7 @@ func (e *execution) status(oom bool) {
 		res.Error = &python.Error{Name: "MemoryError", Value: fmt.Sprintf("memory limit of %d MiB exceeded", e.l.MemoryBytes>>20)}
 	case done != nil:
 		res.Status, res.Result, res.Error = Status(done.Status), done.Result, done.Error
+		res.ExitCode = done.ExitCode
 	default:
 		res.Status, res.Error = StatusKilled, e.c.death()
 	}

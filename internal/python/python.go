@@ -51,6 +51,9 @@ type ZygoteConfig struct {
 	MaxOpenFiles int64 `json:"max_open_files"`
 	// MaxProcs is RLIMIT_NPROC for the child's unique uid.
 	MaxProcs int64 `json:"max_procs"`
+	// Preload are modules the zygote imports before any request (see
+	// Preloads); one that is not installed is skipped.
+	Preload []string `json:"preload,omitempty"`
 }
 
 // Control messages between Go and the zygote (one JSON object per
@@ -74,6 +77,9 @@ type Exec struct {
 	Code         string `json:"code"`
 	Nonce        string `json:"nonce"`
 	MaxFileBytes int64  `json:"max_file_bytes,omitempty"`
+	// Language is "python" (or empty) or "bash": bash runs Code with
+	// /bin/bash -c in a subprocess of the child.
+	Language string `json:"language,omitempty"`
 	// Env is set in os.environ before the code runs (the egress proxy's
 	// variables); keys not given are left as they are.
 	Env map[string]string `json:"env,omitempty"`
@@ -118,6 +124,8 @@ type Event struct {
 	Status string `json:"status,omitempty"` // done, put: ok or error
 	Result Bundle `json:"result,omitempty"` // done
 	Error  *Error `json:"error,omitempty"`  // done, put
+	// ExitCode is bash's exit status (done, language bash only).
+	ExitCode *int `json:"exit_code,omitempty"`
 }
 
 // Setup is a frame a new child sends before it takes code: "ready", then

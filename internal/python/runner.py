@@ -22,6 +22,7 @@ import io
 import json
 import linecache
 import os
+import re
 import resource
 import signal
 import stat
@@ -215,13 +216,77 @@ def _user_traceback(e, filenames):
     return text + "".join(traceback.format_exception_only(type(e), e))
 
 
+# Where pip installs at run time: this child's own /tmp (a session's is its
+# own for the session's life), on sys.path once something is installed.
+PIP_TARGET = "/tmp/.codeexec/site-packages"
+_PIP_LINE = re.compile(r"^([ \t]*)[%!]?pip3?[ \t]+((?:install|uninstall|list|show|freeze|download|check)\b.*)$")
+_network = False  # the running execution has the egress proxy
+
+
+class PipError(Exception):
+    pass
+
+
+def _pip_lines(code):
+    """Rewrites each line of a cell that is a pip command (pip ..., %pip
+    ..., !pip ...) as a call of pip(); the lines stay where they were, so
+    tracebacks still point at the user's lines."""
+    out = []
+    for line in code.split("\n"):
+        m = _PIP_LINE.match(line)
+        out.append("%s__codeexec_pip__(%r)" % (m.group(1), m.group(2)) if m else line)
+    return "\n".join(out)
+
+
+def pip(args):
+    """Runs pip with the arguments of a cell's pip line. pip install puts
+    packages into PIP_TARGET, which this call adds to sys.path, so that
+    the next line (or cell) imports them. It needs the network: without
+    it, it fails at once."""
+    import importlib
+    import shlex
+    import subprocess
+    argv = shlex.split(args)
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
+               PIP_PROGRESS_BAR="off", PIP_NO_CACHE_DIR="1", PYTHONPATH=PIP_TARGET)
+    if argv[:1] == ["install"]:
+        if not _network:
+            raise PipError("pip install needs network access, and this execution has none: run it with "
+                           "network access that allows the package index (network.allow, within the "
+                           "server's --egress-allow)")
+        os.makedirs(PIP_TARGET, exist_ok=True)
+        argv = ["install", "--target", PIP_TARGET, "--no-warn-script-location"] + argv[1:]
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    code = subprocess.call([sys.executable or "/usr/bin/python3", "-m", "pip"] + argv,
+                           stdin=subprocess.DEVNULL, env=env)
+    if code != 0:
+        raise PipError("pip %s exited with status %d (its output is above)" % (argv[0] if argv else "", code))
+    if argv[:1] == ["install"]:
+        if PIP_TARGET not in sys.path:
+            sys.path.append(PIP_TARGET)
+        sys.path_importer_cache.pop(PIP_TARGET, None)
+        importlib.invalidate_caches()
+
+
 def _run(code, g):
     """Runs code in globals g; returns (result bundle or None)."""
     global _cell
     _cell += 1
     name = "<cell %d>" % _cell
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    tree = ast.parse(code, filename=name, mode="exec")
+    try:
+        tree = ast.parse(code, filename=name, mode="exec")
+    except SyntaxError as e:
+        # Not Python: perhaps it has pip lines, which Python code never
+        # has (valid Python is never rewritten).
+        rewritten = _pip_lines(code)
+        if rewritten == code:
+            raise
+        try:
+            tree = ast.parse(rewritten, filename=name, mode="exec")
+        except SyntaxError:
+            raise e from None
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
@@ -238,13 +303,48 @@ def _run(code, g):
 _filenames = set()
 
 
+def _run_bash(code):
+    """Runs code with /bin/bash -c in this child's sandbox (its limits, its
+    /mnt/data and environment, its working directory), writing to the
+    same stdout and stderr; returns the exit status, 128 + N when signal N
+    ended bash. Bash gets a process group of its own: whatever is left of
+    it when it exits (background jobs), or when it is interrupted, is
+    killed and reaped (this child is pid 1 of its namespace: orphans are
+    its own)."""
+    import subprocess
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    p = subprocess.Popen(["/bin/bash", "-c", code], stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Wait without reaping: the group's id stays bash's until the
+        # group is killed.
+        os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+        # The group's other members are now this child's (their parents
+        # are dead or dying): wait for each, so that none is left a zombie.
+        while True:
+            try:
+                os.waitpid(-p.pid, 0)
+            except ChildProcessError:
+                break
+    return p.returncode if p.returncode >= 0 else 128 - p.returncode
+
+
 def execute(msg, g):
+    """Runs an exec request's code; returns (result, error, exit code)."""
     code = msg["code"]
-    result, error = None, None
+    result, error, exit_code = None, None, None
     try:
         env = msg.get("env")
         if isinstance(env, dict):
             os.environ.update({str(k): str(v) for k, v in env.items()})
+        global _network
+        _network = isinstance(env, dict) and "HTTPS_PROXY" in env
         lim = msg.get("max_file_bytes")
         if lim:
             # Only the soft limit: a later execution of a session may ask
@@ -255,7 +355,15 @@ def execute(msg, g):
         global _running
         _running = True
         try:
-            result = _run(code, g)
+            if msg.get("language") == "bash":
+                exit_code = _run_bash(code)
+                if exit_code != 0:
+                    what = "exit code %d" % exit_code
+                    if exit_code > 128:
+                        what = "killed by signal %d (exit code %d)" % (exit_code - 128, exit_code)
+                    error = {"name": "ExitCode", "value": "bash: " + what, "traceback": ""}
+            else:
+                result = _run(code, g)
         finally:
             _running = False
     except SystemExit as e:
@@ -270,7 +378,7 @@ def execute(msg, g):
     except BaseException as e:
         if error is None:
             error = {"name": type(e).__name__, "value": str(e), "traceback": _user_traceback(e, _filenames)}
-    return result, error
+    return result, error, exit_code
 
 
 def put_files(files):
@@ -365,6 +473,7 @@ def serve(sock, probe=None):
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True)
     builtins.display = display
+    builtins.__codeexec_pip__ = pip
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         import matplotlib.pyplot as plt
@@ -400,9 +509,12 @@ def serve(sock, probe=None):
             continue
         global _nonce
         _nonce = msg.get("nonce", "")
-        result, error = execute(msg, g)
+        result, error, exit_code = execute(msg, g)
         try:
             _finish(msg["nonce"])
         except BaseException:
             pass
-        send({"type": "done", "status": "error" if error else "ok", "result": result, "error": error})
+        done = {"type": "done", "status": "error" if error else "ok", "result": result, "error": error}
+        if exit_code is not None:
+            done["exit_code"] = exit_code
+        send(done)

@@ -119,6 +119,14 @@ def preload():
     scipy.stats.ttest_ind([1, 2, 3], [2, 3, 4])
     sympy.solve(sympy.Symbol("x") ** 2 - 1)
     sympy.latex(sympy.Symbol("x") ** 2)
+    # The other libraries Go asks for (python.Libraries): one missing is
+    # only imported on demand, and fails there (the doctor reports it).
+    import importlib
+    for name in CONFIG.get("preload") or []:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     runner.warm()
 
 

@@ -21,6 +21,7 @@ import (
 // Pointers tell an absent limit (the default) from a zero one (invalid).
 type execRequest struct {
 	Code          *string  `json:"code"`
+	Language      string   `json:"language"`
 	Timeout       *float64 `json:"timeout"`
 	MemoryLimitMB *int64   `json:"memory_limit_mb"`
 	// OutputLimitBytes is the limit of stdout and of stderr.
@@ -50,6 +51,10 @@ func (s *Server) toRequest(ctx context.Context, body *execRequest, owner string)
 	if err := executor.CheckCode(req.Code, executor.MaxCodeBytes); err != nil {
 		return req, inputError(err)
 	}
+	if err := executor.CheckLanguage(body.Language); err != nil {
+		return req, inputError(err)
+	}
+	req.Language = body.Language
 	if t := body.Timeout; t != nil {
 		if *t <= 0 {
 			return req, invalid("timeout", "timeout must be a positive number of seconds")

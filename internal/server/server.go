@@ -88,6 +88,7 @@ func (s *Server) routes() {
 		s.mux.Handle(pattern, s.authed(s.cfg.MaxUploadBytes+1<<20, s.cfg.UploadReadTimeout, h))
 	}
 	api("POST /v1/execute", s.handleExecute)
+	api("GET /v1/runtimes", s.handleRuntimes)
 	api("POST /v1/sessions", s.handleCreateSession)
 	api("GET /v1/sessions/{id}", s.handleGetSession)
 	api("DELETE /v1/sessions/{id}", s.handleDeleteSession)

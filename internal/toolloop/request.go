@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"codeexec/internal/python"
 )
 
 // Names of the server-side tools, as the model sees them.
@@ -341,18 +343,29 @@ func (r *Request) toolDefs(sandbox string) []json.RawMessage {
 	return defs
 }
 
+// libraryNames lists python.Libraries by the names users know them by.
+func libraryNames() string {
+	var names []string
+	for _, l := range python.Libraries {
+		names = append(names, l.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
 // SandboxDescription describes the sandbox to the model.
 // network lists the domains reachable over HTTP(S) (nil: no network).
 func SandboxDescription(timeout time.Duration, memoryMB int64, files []string, network []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run Python 3 code in a secure sandbox and get its output. Preinstalled: numpy, pandas, matplotlib, scipy, sympy, requests, PIL. "+
+	fmt.Fprintf(&b, "Run Python 3 code in a secure sandbox and get its output. Preinstalled: %s. "+
 		"Each run is limited to %g s and %d MiB of memory. The working directory is /mnt/data; files written there are returned to the user. "+
 		"Show plots with plt.show(); they are shown to the user as images. "+
-		"Variables, imports and files persist across the runs of this conversation turn.", timeout.Seconds(), memoryMB)
+		"Variables, imports and files persist across the runs of this conversation turn. "+
+		"Shell tools (coreutils, grep, sed, awk, find, unzip, sqlite3, file) can be run with subprocess.", libraryNames(), timeout.Seconds(), memoryMB)
 	if len(network) == 0 {
 		b.WriteString(" There is no network access.")
 	} else {
-		fmt.Fprintf(&b, " HTTP(S) requests (e.g. with requests) may reach only: %s; anything else is refused.", strings.Join(network, ", "))
+		fmt.Fprintf(&b, " HTTP(S) requests (e.g. with requests) may reach only: %s; anything else is refused. "+
+			"A line %%pip install NAME installs a missing package if its index is among those.", strings.Join(network, ", "))
 	}
 	if len(files) > 0 {
 		fmt.Fprintf(&b, " Files available: %s.", "/mnt/data/"+strings.Join(files, ", /mnt/data/"))
