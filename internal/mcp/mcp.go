@@ -28,6 +28,7 @@ import (
 
 	"codeexec/internal/egress"
 	"codeexec/internal/executor"
+	"codeexec/internal/python"
 )
 
 // Sandbox is one sandbox session as the tools use it; *executor.Session is
@@ -256,12 +257,12 @@ func endNote(err error) string {
 // description tells a model what the sandbox has.
 func (s *Service) description() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run Python 3 code in a secure, isolated sandbox and get its output. Preinstalled: numpy, pandas, matplotlib, scipy, sympy, requests, PIL. "+
+	fmt.Fprintf(&b, "Run Python 3 code in a secure, isolated sandbox and get its output. Preinstalled: %s. "+
 		"Variables, imports and files persist between calls, like a notebook, for this session (the sandbox ends after %s without calls; reset_sandbox starts a fresh one). "+
 		"Each call is limited to %g s by default (timeout, up to %g s) and the sandbox to %d MiB of memory. "+
 		"The working directory is /mnt/data: files written there are returned as resource links (codeexec://files/PATH) and can be read with read_file; upload_file puts files there. "+
 		"The value of the last expression is returned like a notebook cell's; plt.show() and display() return images.",
-		s.opts.Idle.Round(time.Second), s.opts.Timeout.Seconds(), s.opts.MaxTimeout.Seconds(), s.opts.MemoryMB)
+		python.LibraryNames(), s.opts.Idle.Round(time.Second), s.opts.Timeout.Seconds(), s.opts.MaxTimeout.Seconds(), s.opts.MemoryMB)
 	if s.opts.Network == nil || len(s.opts.Network.Allow) == 0 {
 		b.WriteString(" There is no network access (so nothing can be pip-installed).")
 	} else {

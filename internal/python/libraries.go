@@ -1,5 +1,7 @@
 package python
 
+import "strings"
+
 // Library is a Python library the sandbox offers, installed from Debian by
 // scripts/deps.sh. The list drives the doctor's checks, the zygote's
 // preloading, the benchmark of first imports and what the model's tool
@@ -76,4 +78,14 @@ func Preloads() []string {
 		}
 	}
 	return out
+}
+
+// LibraryNames lists Libraries by the names users know them by, for the
+// descriptions models read.
+func LibraryNames() string {
+	names := make([]string, len(Libraries))
+	for i, l := range Libraries {
+		names[i] = l.Name
+	}
+	return strings.Join(names, ", ")
 }

@@ -343,15 +343,6 @@ func (r *Request) toolDefs(sandbox string) []json.RawMessage {
 	return defs
 }
 
-// libraryNames lists python.Libraries by the names users know them by.
-func libraryNames() string {
-	var names []string
-	for _, l := range python.Libraries {
-		names = append(names, l.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
 // SandboxDescription describes the sandbox to the model.
 // network lists the domains reachable over HTTP(S) (nil: no network).
 func SandboxDescription(timeout time.Duration, memoryMB int64, files []string, network []string) string {
@@ -360,7 +351,7 @@ func SandboxDescription(timeout time.Duration, memoryMB int64, files []string, n
 		"Each run is limited to %g s and %d MiB of memory. The working directory is /mnt/data; files written there are returned to the user. "+
 		"Show plots with plt.show(); they are shown to the user as images. "+
 		"Variables, imports and files persist across the runs of this conversation turn. "+
-		"Shell tools (coreutils, grep, sed, awk, find, unzip, sqlite3, file) can be run with subprocess.", libraryNames(), timeout.Seconds(), memoryMB)
+		"Shell tools (coreutils, grep, sed, awk, find, unzip, sqlite3, file) can be run with subprocess.", python.LibraryNames(), timeout.Seconds(), memoryMB)
 	if len(network) == 0 {
 		b.WriteString(" There is no network access.")
 	} else {
