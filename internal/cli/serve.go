@@ -148,7 +148,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	st, err := store.Open(ctx, cfg.DataDir)
+	st, err := store.Open(ctx, cfg.DataDir, store.Options{})
 	if err != nil {
 		return err
 	}
