@@ -687,3 +687,26 @@ func weedArgs(data, config string, p func(int) string) []string {
 		"-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false", "-s3.autoCreateBucket=false",
 	}
 }
+
+// What PostgreSQL runs of each migration.
+func TestPostgresMigration(t *testing.T) {
+	d := &postgresDialect{}
+	got := d.migration(0)
+	for _, want := range []string{
+		"CREATE TABLE sessions (\n\t\trowid BIGINT GENERATED ALWAYS AS IDENTITY,",
+		"CREATE TABLE files (\n\t\trowid BIGINT GENERATED ALWAYS AS IDENTITY,",
+		"created_at BIGINT NOT NULL",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("migration 1 for PostgreSQL lacks %q:\n%s", want, got)
+		}
+	}
+	for i := range migrations {
+		got := d.migration(i)
+		for _, sqliteOnly := range []string{"STRICT", "INTEGER", "BLOB"} {
+			if strings.Contains(got, sqliteOnly) {
+				t.Errorf("migration %d for PostgreSQL has %s:\n%s", i+1, sqliteOnly, got)
+			}
+		}
+	}
+}

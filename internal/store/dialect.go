@@ -76,9 +76,11 @@ const migrateLock int64 = 0x636f646565786563 // "codeexec"
 // only makes them wait for each other.
 const ownerLockClass int32 = 0x636f6465 // "code"
 
-// pgSchema rewrites SQLite's column types and table options into
-// PostgreSQL's: an INTEGER there is 64-bit, a BLOB is BYTEA, and
-// PostgreSQL's tables are always strict.
+// pgSchema rewrites SQLite's schema into PostgreSQL's: an INTEGER there is
+// 64-bit, a BLOB is BYTEA, and PostgreSQL's tables are always strict.
+// SQLite's tables have an implicit rowid, which orders rows made in the
+// same microsecond (ListFiles, SessionFile); PostgreSQL's get a column of
+// that name, numbered as rows are inserted.
 var pgSchema = []struct {
 	re   *regexp.Regexp
 	with string
@@ -86,24 +88,13 @@ var pgSchema = []struct {
 	{regexp.MustCompile(`\bINTEGER\b`), "BIGINT"},
 	{regexp.MustCompile(`\bBLOB\b`), "BYTEA"},
 	{regexp.MustCompile(`\)\s*STRICT\b`), ")"},
-}
-
-// postgresAfter holds what PostgreSQL runs after migrations[i] for what
-// SQLite has built in. Append to it only along with migrations.
-var postgresAfter = map[int]string{
-	// SQLite's implicit rowid orders files made in the same microsecond
-	// (ListFiles, SessionFile); PostgreSQL has none, so it gets a column of
-	// that name.
-	0: `ALTER TABLE files ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;`,
+	{regexp.MustCompile(`\bCREATE TABLE (\w+) \(`), "CREATE TABLE $1 (\n\t\trowid BIGINT GENERATED ALWAYS AS IDENTITY,"},
 }
 
 func (*postgresDialect) migration(i int) string {
 	q := migrations[i]
 	for _, r := range pgSchema {
 		q = r.re.ReplaceAllString(q, r.with)
-	}
-	if after, ok := postgresAfter[i]; ok {
-		q += "\n" + after
 	}
 	return q
 }

@@ -185,7 +185,8 @@ func (s *Store) Close() error {
 // PostgreSQL, the table schema_version) says how many of them it has had.
 // Only ever append to this list. They are written for SQLite; PostgreSQL
 // runs them as postgresDialect.migration rewrites them (INTEGER is BIGINT,
-// BLOB is BYTEA, no STRICT), plus what postgresAfter adds.
+// BLOB is BYTEA, no STRICT, and each table has a rowid column), so write
+// them in SQL that survives that rewrite.
 //
 // Times are Unix microseconds, 0 for "never" (zero time.Time). A file's
 // session_id is NULL when it belongs to no session; when set, the foreign key
