@@ -399,7 +399,7 @@ func startS3() (need string, err error) {
 	if err := os.WriteFile(config, identities, 0o600); err != nil {
 		return "", err
 	}
-	ports, err := freePorts(7)
+	ports, err := freePorts(8)
 	if err != nil {
 		return "", err
 	}
@@ -673,7 +673,7 @@ func TestLargeContent(t *testing.T) {
 
 // weedArgs are the arguments of `weed server` with its master, volume,
 // filer and S3 servers, data in data, identities in config, and the ports
-// p(0) (S3) to p(6). Everything listens on 127.0.0.1 only, or on unix
+// p(0) (S3) to p(7). Everything listens on 127.0.0.1 only, or on unix
 // sockets under data; the telemetry it reports by default and every
 // listener the tests do not need are off.
 func weedArgs(data, config string, p func(int) string) []string {
@@ -683,7 +683,7 @@ func weedArgs(data, config string, p func(int) string) []string {
 		"-master.port=" + p(1), "-master.port.grpc=" + p(2), "-master.volumeSizeLimitMB=64",
 		"-volume.port=" + p(3), "-volume.port.grpc=" + p(4), "-volume.max=20", "-volume.preStopSeconds=0",
 		"-filer", "-filer.port=" + p(5), "-filer.port.grpc=" + p(6), "-filer.localSocket=" + filepath.Join(data, "filer.sock"),
-		"-s3", "-s3.port=" + p(0), "-s3.config=" + config, "-s3.localSocket=" + filepath.Join(data, "s3.sock"),
+		"-s3", "-s3.port=" + p(0), "-s3.port.grpc=" + p(7), "-s3.config=" + config, "-s3.localSocket=" + filepath.Join(data, "s3.sock"),
 		"-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false", "-s3.autoCreateBucket=false",
 	}
 }
