@@ -68,7 +68,7 @@ var envs atomic.Int64
 
 // newEnv returns an empty env of b. It fails t (or, without CI, skips it)
 // if b's servers cannot be had.
-func (b backend) newEnv(t *testing.T) *env {
+func (b backend) newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{b: b, dir: t.TempDir()}
 	n := envs.Add(1)
@@ -84,7 +84,7 @@ func (b backend) newEnv(t *testing.T) *env {
 }
 
 // open opens e's store and closes it when t ends.
-func (e *env) open(t *testing.T) *Store {
+func (e *env) open(t testing.TB) *Store {
 	t.Helper()
 	s, err := Open(t.Context(), e.dir, e.opts)
 	if err != nil {
@@ -95,7 +95,7 @@ func (e *env) open(t *testing.T) *Store {
 }
 
 // contents returns the ids of the contents stored in e, in no order.
-func (e *env) contents(t *testing.T) []string {
+func (e *env) contents(t testing.TB) []string {
 	t.Helper()
 	var names []string
 	if e.b.blobs == "disk" {
@@ -193,7 +193,7 @@ type server struct {
 // get starts the server with start the first time, and then stops t as
 // the first time told: testenv.Missing when something was missing, a
 // failure when it did not start.
-func (s *server) get(t *testing.T, start func() (need string, err error)) {
+func (s *server) get(t testing.TB, start func() (need string, err error)) {
 	t.Helper()
 	s.once.Do(func() { s.need, s.err = start() })
 	if s.need != "" {
@@ -331,7 +331,7 @@ func pgURL(name string) string {
 }
 
 // postgresDatabase creates the empty database name and returns its URL.
-func postgresDatabase(t *testing.T, name string) string {
+func postgresDatabase(t testing.TB, name string) string {
 	t.Helper()
 	pgServer.get(t, startPostgres)
 	// The name is ours: t and a number.
@@ -353,7 +353,7 @@ var s3Srv s3Server
 
 const s3Bucket = "codeexec-test"
 
-func s3(t *testing.T) *s3Server {
+func s3(t testing.TB) *s3Server {
 	t.Helper()
 	s3Srv.get(t, startS3)
 	return &s3Srv
@@ -707,6 +707,35 @@ func TestPostgresMigration(t *testing.T) {
 			if strings.Contains(got, sqliteOnly) {
 				t.Errorf("migration %d for PostgreSQL has %s:\n%s", i+1, sqliteOnly, got)
 			}
+		}
+	}
+}
+
+// The time one PutFile and one read of its content take on each backend,
+// for a small file (an execution's output) and a larger one.
+func BenchmarkPutOpenFile(b *testing.B) {
+	for _, bk := range backends {
+		for _, size := range []int{1 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/%dKiB", bk, size>>10), func(b *testing.B) {
+				s := bk.newEnv(b).open(b)
+				content := make([]byte, size)
+				rand.Read(content)
+				ctx := b.Context()
+				for b.Loop() {
+					f, err := s.PutFile(ctx, File{Owner: "k", Filename: "out.bin"}, bytes.NewReader(content), Limits{MaxBytes: 1 << 30, OwnerBytes: 1 << 40})
+					if err != nil {
+						b.Fatal(err)
+					}
+					c, _, err := s.OpenFile(ctx, "k", f.ID)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if n, err := io.Copy(io.Discard, c); err != nil || n != int64(size) {
+						b.Fatalf("read %d bytes, %v", n, err)
+					}
+					c.Close()
+				}
+			})
 		}
 	}
 }

@@ -212,9 +212,10 @@ func (s *Store) File(ctx context.Context, owner, id string) (File, error) {
 }
 
 // OpenFile returns the content and the metadata of owner's file id, or
-// ErrNotFound. The caller must close the content. It stays readable if the
-// file is deleted meanwhile. With the File's Bytes, CreatedAt and MIMEType
-// it is what http.ServeContent needs.
+// ErrNotFound. The caller must close the content. From the directory it
+// stays readable if the file is deleted meanwhile; from a bucket it is
+// fetched as it is read, and a deletion may cut it short. With the File's
+// Bytes, CreatedAt and MIMEType it is what http.ServeContent needs.
 func (s *Store) OpenFile(ctx context.Context, owner, id string) (io.ReadSeekCloser, File, error) {
 	f, err := s.File(ctx, owner, id)
 	if err != nil {
