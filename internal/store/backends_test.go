@@ -181,9 +181,8 @@ func stopServers() {
 	}
 }
 
-// A server is a process the tests start once and share. Its child
-// processes die with the test binary (Pdeathsig) should TestMain not get to
-// stop them.
+// A server is a process the tests start once and share. On Linux it dies
+// with the test binary (childAttr) should TestMain not get to stop it.
 type server struct {
 	once sync.Once
 	need string // what is missing, for testenv.Missing
@@ -207,14 +206,14 @@ func (s *server) get(t testing.TB, start func() (need string, err error)) {
 // runAs makes cmd run as u, when the tests run as root: PostgreSQL refuses
 // to run as root.
 func runAs(cmd *exec.Cmd, u *user.User) {
-	// SIGQUIT is PostgreSQL's immediate shutdown.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGQUIT}
-	if u == nil {
-		return
+	var cred *syscall.Credential
+	if u != nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	// SIGQUIT is PostgreSQL's immediate shutdown.
+	cmd.SysProcAttr = childAttr(syscall.SIGQUIT, cred)
 }
 
 // waitFor calls ready until it succeeds, exited reports the process gone,
@@ -417,7 +416,7 @@ func startS3() (need string, err error) {
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(syscall.SIGKILL, nil)
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start weed: %v", err)
 	}
