@@ -48,6 +48,11 @@ packages=(
 	chromium
 )
 
+# For the tests only: the store's tests start a PostgreSQL server of their
+# own in a temporary directory (initdb and postgres from this package; the
+# cluster the package may start is not used).
+packages+=(postgresql)
+
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "deps: dpkg-query not found: this script supports Debian and Ubuntu only." >&2
 	echo "deps: install these packages (or their equivalents) by hand: ${packages[*]}" >&2

@@ -148,7 +148,7 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	st, err := store.Open(ctx, cfg.DataDir)
+	st, err := store.Open(ctx, cfg.DataDir, store.Options{Database: cfg.Database, BlobStore: cfg.BlobStore})
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,15 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
 	go collectGarbage(gcCtx, st, log)
-	log.Info("serving", "addr", ln.Addr().String(), "auth", len(cfg.APIKeys) > 0, "data_dir", cfg.DataDir)
+	database, blobStore := "sqlite", "disk" // never the URLs: they may hold a password
+	if cfg.Database != "" {
+		database = "postgres"
+	}
+	if cfg.BlobStore != "" {
+		blobStore = "s3"
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "auth", len(cfg.APIKeys) > 0, "data_dir", cfg.DataDir,
+		"database", database, "blob_store", blobStore)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -36,6 +36,15 @@ type Config struct {
 	// DataDir holds the metadata database and files (default
 	// /var/lib/codeexec).
 	DataDir string
+	// Database is the URL of a PostgreSQL database for the metadata
+	// (postgres:// or postgresql://); empty (the default) keeps it in
+	// SQLite in DataDir.
+	Database string
+	// BlobStore is the URL of an S3-compatible bucket for the contents of
+	// files (s3://bucket[/prefix]?endpoint=...&region=...), its
+	// credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; empty
+	// (the default) keeps them in DataDir.
+	BlobStore string
 
 	// PoolSize is the number of warm sandboxes (default 4).
 	PoolSize int
@@ -213,6 +222,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(stringList{&c.APIKeys}, "api-keys", "comma-separated API keys (prefer the env var or --api-keys-file)")
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", c.APIKeysFile, "file with one API key per line")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
+	fs.StringVar(&c.Database, "database", c.Database, "PostgreSQL URL for the metadata, postgres://... (empty: SQLite in --data-dir; prefer the env var when it holds a password)")
+	fs.StringVar(&c.BlobStore, "blob-store", c.BlobStore, "S3 bucket for file contents, s3://bucket[/prefix]?endpoint=...&region=... (keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; empty: --data-dir)")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
 	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 8 MiB more memory each)")
 	fs.BoolVar(&c.PlotWarmup, "plot-warmup", c.PlotWarmup, "with --data-warmup, also render a small matplotlib figure (first plot about 3x faster, about 12 MiB more memory each)")
@@ -359,6 +370,20 @@ func (c *Config) Validate() error {
 	}
 	if c.EgressHeadersFile != "" && len(c.EgressAllow) == 0 {
 		bad("--egress-headers-file needs --egress-allow")
+	}
+	// Only the form is checked here: the store reaches them at start-up.
+	// The URLs may hold a password, so the messages show them redacted.
+	if c.Database != "" {
+		if p, err := url.Parse(c.Database); err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") {
+			bad("--database: want a postgres:// or postgresql:// URL")
+		}
+	}
+	if c.BlobStore != "" {
+		if p, err := url.Parse(c.BlobStore); err != nil || p.Scheme != "s3" || p.Host == "" {
+			bad("--blob-store: want s3://bucket[/prefix]?endpoint=...&region=...")
+		} else if p.User != nil {
+			bad("--blob-store %q: the credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, not the URL", p.Redacted())
+		}
 	}
 	return errors.Join(errs...)
 }

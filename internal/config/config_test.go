@@ -225,6 +225,14 @@ func TestValidate(t *testing.T) {
 		{"bad log level", func(c *Config) { c.LogLevel = "verbose" }, []string{`--log-level "verbose"`}},
 		{"upper-case log level", func(c *Config) { c.LogLevel = "INFO" }, []string{"--log-level"}},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, []string{"--data-dir"}},
+		{"postgres database", func(c *Config) { c.Database = "postgres://codeexec@db.internal:5432/codeexec?sslmode=require" }, nil},
+		{"postgresql database", func(c *Config) { c.Database = "postgresql:///codeexec?host=/run/postgresql" }, nil},
+		{"mysql database", func(c *Config) { c.Database = "mysql://db/codeexec" }, []string{"--database: want a postgres://"}},
+		{"database without a scheme", func(c *Config) { c.Database = "host=db dbname=codeexec" }, []string{"--database"}},
+		{"s3 blob store", func(c *Config) { c.BlobStore = "s3://files/codeexec?endpoint=https://s3.internal:9000&region=eu-1" }, nil},
+		{"blob store of another scheme", func(c *Config) { c.BlobStore = "gs://files" }, []string{"--blob-store: want s3://bucket"}},
+		{"blob store without a bucket", func(c *Config) { c.BlobStore = "s3:///x" }, []string{"--blob-store"}},
+		{"blob store with keys", func(c *Config) { c.BlobStore = "s3://AKIA:topsecret@files" }, []string{"--blob-store", "AWS_ACCESS_KEY_ID"}},
 		{"plot warm-up", func(c *Config) { c.PlotWarmup = true }, nil},
 		{"plot warm-up without data warm-up", func(c *Config) { c.PlotWarmup, c.DataWarmup = true, false }, []string{"--plot-warmup", "--data-warmup"}},
 		{
@@ -262,6 +270,18 @@ func TestValidateNeverEchoesKeys(t *testing.T) {
 	err := c.Validate()
 	if err == nil || strings.Contains(err.Error(), "tooshort-secret") {
 		t.Errorf("Validate() = %v, want an error that does not contain the key", err)
+	}
+}
+
+// The URLs of the database and the blob store may hold a password, which
+// no message may show.
+func TestValidateNeverEchoesPasswords(t *testing.T) {
+	c := Default()
+	c.Database = "mysql://codeexec:topsecret@db/codeexec"
+	c.BlobStore = "s3://AKIA:topsecret@files"
+	err := c.Validate()
+	if err == nil || strings.Contains(err.Error(), "topsecret") {
+		t.Errorf("Validate() = %v, want an error that does not contain the password", err)
 	}
 }
 

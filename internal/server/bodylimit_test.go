@@ -26,7 +26,7 @@ import (
 func TestBodyLimitByRoute(t *testing.T) {
 	cfg := config.Default()
 	cfg.MaxBodyBytes, cfg.MaxUploadBytes = 1<<10, 1<<20
-	st, err := store.Open(context.Background(), t.TempDir())
+	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 )
 
 // blobs holds the contents of files, named by file id. It is all the store
-// asks of its content storage, so that an S3-compatible object store can
-// take the place of the local disk later.
+// asks of its content storage: diskBlobs keeps them in a local directory,
+// s3Blobs in an S3-compatible bucket.
 //
 // Callers pass only ids that validID accepts; implementations check again,
 // since an id becomes part of a path or an object key.

@@ -27,14 +27,14 @@ func TestPutSyncsDirectoryBeforeMetadata(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openStore(t, dir)
+			e := backend{"sqlite", "disk"}.newEnv(t)
+			s := e.open(t)
 			ctx := t.Context()
 			b := s.blobs.(*diskBlobs)
 			var synced []string
 			b.syncDir = func(d string) error {
 				synced = append(synced, d)
-				names := contents(t, dir)
+				names := e.contents(t)
 				if len(names) != 1 || strings.HasPrefix(names[0], tempPrefix) {
 					t.Errorf("at the directory sync, the contents are %q, want one under its final name", names)
 				} else if data, err := os.ReadFile(filepath.Join(b.dir, names[0])); err != nil || string(data) != "complete" {
@@ -56,7 +56,7 @@ func TestPutSyncsDirectoryBeforeMetadata(t *testing.T) {
 				if !errors.Is(err, tt.syncErr) {
 					t.Errorf("PutFile = %v, want the sync's error", err)
 				}
-				if names := contents(t, dir); len(names) != 0 {
+				if names := e.contents(t); len(names) != 0 {
 					t.Errorf("after a failed sync the contents are %q, want none", names)
 				}
 				if files, _ := s.ListFiles(ctx, "o", ""); len(files) != 0 {

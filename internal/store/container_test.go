@@ -8,9 +8,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestContainers(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func TestContainers(t *testing.T) { forEachBackend(t, testContainers) }
+
+func testContainers(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
 	base := time.Now().Add(-time.Hour).Truncate(time.Microsecond).UTC()
 	var want []Container
@@ -86,7 +88,7 @@ func TestContainers(t *testing.T) {
 	}
 	ended.Name, ended.MemoryLimit = want[1].Name, want[1].MemoryLimit
 	s.Close()
-	s = openStore(t, dir) // it survives a reopen
+	s = e.open(t) // it survives a reopen
 	got, err = s.Container(ctx, "k1", ended.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -131,21 +131,7 @@ func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, lim Limits) (F
 		return File{}, fmt.Errorf("put file %s: %w", f.ID, err)
 	}
 	f.Bytes = n
-	now := toDB(time.Now())
-	res, err := s.db.ExecContext(ctx, `INSERT INTO files (`+fileColumns+`)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE (SELECT COUNT(*) FROM files WHERE owner = ? AND `+liveFile+`) < ?
-		AND (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner = ? AND `+liveFile+`) + ? <= ?`,
-		f.ID, f.Owner, f.Filename, f.Purpose, f.Bytes, f.MIMEType,
-		sql.NullString{String: f.SessionID, Valid: f.SessionID != ""},
-		toDB(f.CreatedAt), toDB(f.ExpiresAt),
-		f.Owner, now, ownerFiles, f.Owner, now, f.Bytes, ownerBytes)
-	if err == nil {
-		var added int64
-		if added, err = res.RowsAffected(); err == nil && added == 0 {
-			err = ErrQuota
-		}
-	}
+	err = s.insertFile(ctx, f, ownerFiles, ownerBytes)
 	if err != nil {
 		// The content must go even when ctx is what made the insert fail.
 		if derr := s.blobs.delete(context.WithoutCancel(ctx), f.ID); derr != nil {
@@ -159,10 +145,48 @@ func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, lim Limits) (F
 	return f, nil
 }
 
+// insertFile records f unless that takes its owner past ownerFiles files or
+// ownerBytes bytes (ErrQuota). The check and the insert are one statement.
+// With SQLite's single writer that alone keeps concurrent PutFiles from
+// passing the quota together. PostgreSQL takes a statement's snapshot when
+// the statement starts, so there the owner's lock comes first: the
+// statement starts once the PutFiles before it have committed, and counts
+// their files.
+func (s *Store) insertFile(ctx context.Context, f File, ownerFiles, ownerBytes int64) error {
+	t, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer t.Rollback()
+	if err := s.d.lockOwner(ctx, t.Tx, f.Owner); err != nil {
+		return fmt.Errorf("lock the quota of %q: %w", f.Owner, err)
+	}
+	// The casts give PostgreSQL the types of the values the SELECT makes
+	// (it would take them for text); SQLite's BIGINT is its INTEGER.
+	now := toDB(time.Now())
+	res, err := t.ExecContext(ctx, `INSERT INTO files (`+fileColumns+`)
+		SELECT ?, ?, ?, ?, CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT)
+		WHERE (SELECT COUNT(*) FROM files WHERE owner = ? AND `+liveFile+`) < ?
+		AND (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE owner = ? AND `+liveFile+`) + ? <= ?`,
+		f.ID, f.Owner, f.Filename, f.Purpose, f.Bytes, f.MIMEType,
+		sql.NullString{String: f.SessionID, Valid: f.SessionID != ""},
+		toDB(f.CreatedAt), toDB(f.ExpiresAt),
+		f.Owner, now, ownerFiles, f.Owner, now, f.Bytes, ownerBytes)
+	if err != nil {
+		return err
+	}
+	if added, err := res.RowsAffected(); err != nil {
+		return err
+	} else if added == 0 {
+		return ErrQuota
+	}
+	return t.Commit()
+}
+
 // usage returns the bytes and the number of owner's files that have not
 // expired.
-func (s *Store) usage(ctx context.Context, db *sql.DB, owner string) (bytes, files int64, err error) {
-	err = db.QueryRowContext(ctx, `SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE owner = ? AND `+liveFile,
+func (s *Store) usage(ctx context.Context, db db, owner string) (bytes, files int64, err error) {
+	err = db.QueryRowContext(ctx, `SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT), COUNT(*) FROM files WHERE owner = ? AND `+liveFile,
 		owner, toDB(time.Now())).Scan(&bytes, &files)
 	if err != nil {
 		return 0, 0, fmt.Errorf("usage of %q: %w", owner, err)
@@ -188,9 +212,10 @@ func (s *Store) File(ctx context.Context, owner, id string) (File, error) {
 }
 
 // OpenFile returns the content and the metadata of owner's file id, or
-// ErrNotFound. The caller must close the content. It stays readable if the
-// file is deleted meanwhile. With the File's Bytes, CreatedAt and MIMEType
-// it is what http.ServeContent needs.
+// ErrNotFound. The caller must close the content. From the directory it
+// stays readable if the file is deleted meanwhile; from a bucket it is
+// fetched as it is read, and a deletion may cut it short. With the File's
+// Bytes, CreatedAt and MIMEType it is what http.ServeContent needs.
 func (s *Store) OpenFile(ctx context.Context, owner, id string) (io.ReadSeekCloser, File, error) {
 	f, err := s.File(ctx, owner, id)
 	if err != nil {

@@ -13,15 +13,17 @@ import (
 // the concurrency of the PutFiles; a refused file leaves nothing behind
 // and the files already kept intact; expired files and other owners'
 // files do not count.
-func TestQuota(t *testing.T) {
+func TestQuota(t *testing.T) { forEachBackend(t, testQuota) }
+
+func testQuota(t *testing.T, b backend) {
 	lim := Limits{MaxBytes: 1 << 20, OwnerBytes: 100, OwnerFiles: 3}
 	putLim := func(s *Store, owner, content string, l Limits) (File, error) {
 		return s.PutFile(t.Context(), File{Owner: owner, Filename: "f"}, strings.NewReader(content), l)
 	}
 
 	t.Run("files", func(t *testing.T) {
-		dir := t.TempDir()
-		s := openStore(t, dir)
+		e := b.newEnv(t)
+		s := e.open(t)
 		var kept []File
 		for i := range 3 {
 			f, err := putLim(s, "k", fmt.Sprint(i), lim)
@@ -41,14 +43,14 @@ func TestQuota(t *testing.T) {
 				t.Errorf("kept file %d = %q after a refusal", i, got)
 			}
 		}
-		if n := len(contents(t, dir)); n != 4 {
-			t.Errorf("%d contents on disk, want 4 (nothing of the refused file)", n)
+		if n := len(e.contents(t)); n != 4 {
+			t.Errorf("%d contents, want 4 (nothing of the refused file)", n)
 		}
 	})
 
 	t.Run("bytes", func(t *testing.T) {
-		dir := t.TempDir()
-		s := openStore(t, dir)
+		e := b.newEnv(t)
+		s := e.open(t)
 		if _, err := putLim(s, "k", strings.Repeat("a", 60), lim); err != nil {
 			t.Fatal(err)
 		}
@@ -66,13 +68,13 @@ func TestQuota(t *testing.T) {
 		if _, err := putLim(s, "o2", strings.Repeat("d", 11), Limits{MaxBytes: 10, OwnerBytes: 100}); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("a file over MaxBytes within the quota = %v, want ErrTooLarge", err)
 		}
-		if n := len(contents(t, dir)); n != 2 && n != 3 {
-			t.Errorf("%d contents on disk, want the 2 kept (and maybe the empty one)", n)
+		if n := len(e.contents(t)); n != 2 && n != 3 {
+			t.Errorf("%d contents, want the 2 kept (and maybe the empty one)", n)
 		}
 	})
 
 	t.Run("expired files do not count", func(t *testing.T) {
-		s := openStore(t, t.TempDir())
+		s := b.newEnv(t).open(t)
 		f := File{Owner: "k", Filename: "old", ExpiresAt: time.Now().Add(50 * time.Millisecond)}
 		if _, err := s.PutFile(t.Context(), f, strings.NewReader(strings.Repeat("a", 100)), lim); err != nil {
 			t.Fatal(err)
@@ -87,13 +89,19 @@ func TestQuota(t *testing.T) {
 	})
 
 	t.Run("concurrent", func(t *testing.T) {
-		s := openStore(t, t.TempDir())
+		// With PostgreSQL, as many Stores as nodes share the database.
+		e := b.newEnv(t)
+		stores := []*Store{e.open(t)}
+		if b.meta == "postgres" {
+			stores = append(stores, e.open(t), e.open(t))
+		}
+		s := stores[0]
 		const n = 40
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
 			wg.Go(func() {
-				_, errs[i] = putLim(s, "k", strings.Repeat("x", 10), Limits{MaxBytes: 1 << 20, OwnerBytes: 1 << 20, OwnerFiles: 5})
+				_, errs[i] = putLim(stores[i%len(stores)], "k", strings.Repeat("x", 10), Limits{MaxBytes: 1 << 20, OwnerBytes: 1 << 20, OwnerFiles: 5})
 			})
 		}
 		wg.Wait()

@@ -25,8 +25,10 @@ type Response struct {
 
 // PutResponse stores r, replacing a response of the same owner and id.
 func (s *Store) PutResponse(ctx context.Context, r Response) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO responses
-		(owner, id, created_at, expires_at, response, input, history) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO responses
+		(owner, id, created_at, expires_at, response, input, history) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (owner, id) DO UPDATE SET created_at = excluded.created_at, expires_at = excluded.expires_at,
+			response = excluded.response, input = excluded.input, history = excluded.history`,
 		r.Owner, r.ID, toDB(r.CreatedAt), toDB(r.ExpiresAt), []byte(r.Response), []byte(r.Input), []byte(r.History))
 	if err != nil {
 		return fmt.Errorf("put response %s: %w", r.ID, err)

@@ -9,8 +9,10 @@ import (
 
 // A stored response is its owner's only, comes back as stored, can be
 // replaced and deleted, and goes when it expires.
-func TestResponses(t *testing.T) {
-	s := openStore(t, t.TempDir())
+func TestResponses(t *testing.T) { forEachBackend(t, testResponses) }
+
+func testResponses(t *testing.T, b backend) {
+	s := b.newEnv(t).open(t)
 	ctx := t.Context()
 	r := Response{Owner: "k", ID: "resp_1", Response: json.RawMessage(`{"id":"resp_1"}`), Input: json.RawMessage(`[1]`),
 		History: json.RawMessage(`[1,2]`), CreatedAt: time.Now()}

@@ -1,6 +1,9 @@
 // Package store keeps the service's durable state, the part that survives a
-// restart: the contents of uploaded and generated files on local disk, and
-// the metadata of files, sessions and containers in an SQLite database.
+// restart: the contents of uploaded and generated files, and the metadata
+// of files, sessions, containers and stored responses. By default both are
+// kept under one directory, the metadata in SQLite; Options moves the
+// metadata to PostgreSQL and the contents to an S3-compatible bucket, which
+// several processes can then share.
 //
 // Everything belongs to an owner (the id of an API key, or "" when the
 // service runs without keys). Every lookup is by owner and id together: a
@@ -12,11 +15,13 @@
 //	codeexec.db        metadata (SQLite in WAL mode, with -wal and -shm beside it)
 //	files/<file id>    the content of each file
 //
+// and in a bucket, <prefix><file id> is the content of each file.
+//
 // Contents are named by their generated id only, never by a name a user
-// chose. Content storage sits behind a small internal interface (blobs) and
-// the SQL is kept plain, so that S3-compatible object storage and PostgreSQL
-// can take their places without changing the methods of Store, which are
-// what the rest of the service depends on.
+// chose. Content storage sits behind a small internal interface (blobs:
+// diskBlobs, s3Blobs). The Store's methods are written once, in SQL that
+// both databases accept; what differs between them (placeholders, the
+// schema's types, its version, locks) is the dialect's.
 //
 // A Store is safe for concurrent use. Only one Store (one process) may use a
 // directory at a time.
@@ -34,8 +39,7 @@ import (
 	"runtime"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	_ "modernc.org/sqlite" // the "sqlite" driver
 )
 
 var (
@@ -49,31 +53,80 @@ var (
 	ErrQuota = errors.New("storage quota exceeded")
 )
 
-// Store is the service's durable state under one directory. Open it with
-// Open; its zero value is not usable.
+// Store is the service's durable state. Open it with Open; its zero value
+// is not usable.
 type Store struct {
-	// db is the only connection that writes: SQLite allows one writer at a
-	// time, and a single connection makes writers queue in Go instead of
-	// failing with SQLITE_BUSY.
-	db *sql.DB
-	// rdb holds connections that only read; in WAL mode they run
-	// concurrently with the writer and with each other.
-	rdb   *sql.DB
+	// db is the pool that writes. With SQLite it is a single connection:
+	// SQLite allows one writer at a time, and a single connection makes
+	// writers queue in Go instead of failing with SQLITE_BUSY.
+	db db
+	// rdb holds connections that only read; in SQLite's WAL mode they run
+	// concurrently with the writer and with each other. With PostgreSQL it
+	// is db.
+	rdb   db
+	d     dialect
 	blobs blobs
 }
 
-// Open opens the store under dir, creating dir and the store in it if
-// needed, and brings the database's schema up to date. It fails if the
+// Options choose where a Store keeps its state. The zero value keeps all of
+// it under the directory given to Open.
+type Options struct {
+	// Database is the URL of a PostgreSQL database to keep the metadata in
+	// (postgres://user@host:5432/db?sslmode=require, or any URL or
+	// key=value string pgx accepts; a password is better given as
+	// PGPASSWORD or in a passfile than in the URL). "" keeps it in SQLite,
+	// in codeexec.db under the directory.
+	Database string
+	// BlobStore is the URL of an S3-compatible bucket to keep the contents
+	// of files in: s3://bucket[/prefix]?endpoint=https://host:port&region=r
+	// (see newS3Blobs). The credentials come from the environment
+	// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), never
+	// from the URL. "" keeps the contents in files/ under the directory.
+	BlobStore string
+}
+
+// Open opens the store, creating what is missing, and brings the
+// database's schema up to date. The directory dir holds what opts leaves
+// local (all of it by default) and is created if needed. Open fails if the
 // database was written by a newer version with a schema this one does not
 // know.
-func Open(ctx context.Context, dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+//
+// Any number of processes may open the same PostgreSQL database and bucket
+// at once: migrations run one at a time. A directory, and so an SQLite
+// database, is for one process at a time.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	if opts.Database == "" || opts.BlobStore == "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
 	}
-	b, err := newDiskBlobs(filepath.Join(dir, "files"))
+	var (
+		b   blobs
+		err error
+	)
+	if opts.BlobStore == "" {
+		b, err = newDiskBlobs(filepath.Join(dir, "files"))
+	} else {
+		b, err = newS3Blobs(ctx, opts.BlobStore, os.Getenv)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	var s *Store
+	if opts.Database == "" {
+		s, err = openSQLite(ctx, dir)
+	} else {
+		s, err = openPostgres(ctx, opts.Database)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.blobs = b
+	return s, nil
+}
+
+// openSQLite opens the SQLite database codeexec.db under dir.
+func openSQLite(ctx context.Context, dir string) (*Store, error) {
 	path, err := filepath.Abs(filepath.Join(dir, "codeexec.db"))
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -84,25 +137,26 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	// _txlock=immediate takes the write lock at BEGIN, so a transaction
 	// never has to upgrade a read lock, which SQLite can refuse without
 	// waiting.
-	db, err := sql.Open("sqlite", dsn(path, url.Values{
+	d := sqliteDialect{}
+	w, err := sql.Open("sqlite", dsn(path, url.Values{
 		"_pragma": {"journal_mode(WAL)", "synchronous(FULL)"},
 		"_txlock": {"immediate"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
+	w.SetMaxOpenConns(1)
+	if err := migrate(ctx, db{w, d}); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	rdb, err := sql.Open("sqlite", dsn(path, url.Values{"_pragma": {"query_only(1)"}}))
+	r, err := sql.Open("sqlite", dsn(path, url.Values{"_pragma": {"query_only(1)"}}))
 	if err != nil {
-		db.Close()
+		w.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	rdb.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	return &Store{db: db, rdb: rdb, blobs: b}, nil
+	r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	return &Store{db: db{w, d}, rdb: db{r, d}, d: d}, nil
 }
 
 // dsn returns the modernc.org/sqlite data source name for the database at
@@ -121,11 +175,18 @@ func dsn(path string, q url.Values) string {
 // Close closes the database. Contents opened with OpenFile stay readable
 // until they are closed themselves.
 func (s *Store) Close() error {
+	if s.rdb.DB == s.db.DB {
+		return s.db.Close()
+	}
 	return errors.Join(s.rdb.Close(), s.db.Close())
 }
 
-// migrations are the schema's versions: the database's user_version says how
-// many of them it has had. Only ever append to this list.
+// migrations are the schema's versions: the database's user_version (in
+// PostgreSQL, the table schema_version) says how many of them it has had.
+// Only ever append to this list. They are written for SQLite; PostgreSQL
+// runs them as postgresDialect.migration rewrites them (INTEGER is BIGINT,
+// BLOB is BYTEA, no STRICT, and each table has a rowid column), so write
+// them in SQL that survives that rewrite.
 //
 // Times are Unix microseconds, 0 for "never" (zero time.Time). A file's
 // session_id is NULL when it belongs to no session; when set, the foreign key
@@ -191,14 +252,14 @@ var migrations = []string{
 
 // migrate brings db's schema up to the last of migrations in one
 // transaction, so that a failure leaves the previous version intact.
-func migrate(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
+func migrate(ctx context.Context, db db) error {
+	t, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+	defer t.Rollback()
+	v, err := db.d.schemaVersion(ctx, t.Tx)
+	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if v > len(migrations) {
@@ -208,15 +269,14 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return nil
 	}
 	for i := v; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		if _, err := t.Tx.ExecContext(ctx, db.d.migration(i)); err != nil {
 			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
 		}
 	}
-	// PRAGMA takes no parameters; the value is our own integer.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+	if err := db.d.setSchemaVersion(ctx, t.Tx, len(migrations)); err != nil {
 		return fmt.Errorf("set schema version: %w", err)
 	}
-	return tx.Commit()
+	return t.Commit()
 }
 
 // DeleteExpired removes every file, session and stored response whose
@@ -325,11 +385,4 @@ func fromDB(us int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMicro(us).UTC()
-}
-
-// isForeignKey reports whether err is SQLite refusing a row whose foreign
-// key points at nothing.
-func isForeignKey(err error) bool {
-	var e *sqlite.Error
-	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }

@@ -18,16 +18,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-func openStore(t *testing.T, dir string) *Store {
-	t.Helper()
-	s, err := Open(t.Context(), dir)
-	if err != nil {
-		t.Fatalf("Open(%q) = %v", dir, err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func put(t *testing.T, s *Store, f File, content string) File {
 	t.Helper()
 	got, err := s.PutFile(t.Context(), f, strings.NewReader(content), Limits{MaxBytes: 1 << 20})
@@ -51,23 +41,11 @@ func readContent(t *testing.T, s *Store, owner, id string) string {
 	return string(b)
 }
 
-// contents returns the names in the store's content directory.
-func contents(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
+func TestFileLifecycle(t *testing.T) { forEachBackend(t, testFileLifecycle) }
 
-func TestFileLifecycle(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func testFileLifecycle(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
 	before := time.Now()
 
@@ -97,10 +75,10 @@ func TestFileLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenFile = %v", err)
 	}
-	b, err := io.ReadAll(c)
+	data, err := io.ReadAll(c)
 	c.Close()
-	if err != nil || string(b) != "a,b\n1,2\n" {
-		t.Errorf("OpenFile content = %q, %v, want %q", b, err, "a,b\n1,2\n")
+	if err != nil || string(data) != "a,b\n1,2\n" {
+		t.Errorf("OpenFile content = %q, %v, want %q", data, err, "a,b\n1,2\n")
 	}
 	if diff := cmp.Diff(f, got); diff != "" {
 		t.Errorf("OpenFile mismatch (-want +got):\n%s", diff)
@@ -124,13 +102,15 @@ func TestFileLifecycle(t *testing.T) {
 	if err := s.DeleteFile(ctx, "key1", f.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("DeleteFile again = %v, want ErrNotFound", err)
 	}
-	if diff := cmp.Diff([]string{g.ID}, contents(t, dir)); diff != "" {
-		t.Errorf("contents on disk after delete (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{g.ID}, e.contents(t)); diff != "" {
+		t.Errorf("contents after delete (-want +got):\n%s", diff)
 	}
 }
 
-func TestOwnerIsolation(t *testing.T) {
-	s := openStore(t, t.TempDir())
+func TestOwnerIsolation(t *testing.T) { forEachBackend(t, testOwnerIsolation) }
+
+func testOwnerIsolation(t *testing.T, b backend) {
+	s := b.newEnv(t).open(t)
 	ctx := t.Context()
 	if err := s.PutSession(ctx, Session{ID: "sess_a", Owner: "alice"}); err != nil {
 		t.Fatal(err)
@@ -179,7 +159,9 @@ func TestOwnerIsolation(t *testing.T) {
 	}
 }
 
-func TestTooLarge(t *testing.T) {
+func TestTooLarge(t *testing.T) { forEachBackend(t, testTooLarge) }
+
+func testTooLarge(t *testing.T, b backend) {
 	tests := []struct {
 		name    string
 		size    int
@@ -193,16 +175,16 @@ func TestTooLarge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openStore(t, dir)
+			e := b.newEnv(t)
+			s := e.open(t)
 			content := bytes.Repeat([]byte("x"), tt.size)
 			f, err := s.PutFile(t.Context(), File{Owner: "k", Filename: "f"}, bytes.NewReader(content), Limits{MaxBytes: tt.max})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("PutFile(%d bytes, max %d) = %v, want %v", tt.size, tt.max, err, tt.wantErr)
 			}
 			if tt.wantErr != nil {
-				if names := contents(t, dir); len(names) != 0 {
-					t.Errorf("contents on disk after %v = %q, want none", err, names)
+				if names := e.contents(t); len(names) != 0 {
+					t.Errorf("contents after %v = %q, want none", err, names)
 				}
 				if list, _ := s.ListFiles(t.Context(), "k", ""); len(list) != 0 {
 					t.Errorf("ListFiles after %v = %v, want none", err, list)
@@ -217,8 +199,12 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestPutFileFailureLeavesNothing(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+	forEachBackend(t, testPutFileFailureLeavesNothing)
+}
+
+func testPutFileFailureLeavesNothing(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
 	tests := []struct {
 		name string
@@ -233,8 +219,8 @@ func TestPutFileFailureLeavesNothing(t *testing.T) {
 			if _, err := s.PutFile(ctx, tt.f, tt.r, Limits{MaxBytes: 100}); err == nil {
 				t.Fatal("PutFile succeeded, want error")
 			}
-			if names := contents(t, dir); len(names) != 0 {
-				t.Errorf("contents on disk = %q, want none", names)
+			if names := e.contents(t); len(names) != 0 {
+				t.Errorf("contents = %q, want none", names)
 			}
 			if list, _ := s.ListFiles(ctx, "k", ""); len(list) != 0 {
 				t.Errorf("ListFiles = %v, want none", list)
@@ -247,9 +233,11 @@ type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
 
-func TestExpiry(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func TestExpiry(t *testing.T) { forEachBackend(t, testExpiry) }
+
+func testExpiry(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
 	now := time.Now()
 	past, future := now.Add(-time.Minute), now.Add(time.Hour)
@@ -295,8 +283,8 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("ListFiles after DeleteExpired (-want +got):\n%s", diff)
 	}
 	want := []string{kept.ID, forever.ID}
-	if diff := cmp.Diff(want, contents(t, dir), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
-		t.Errorf("contents on disk after DeleteExpired, removed %s and %s (-want +got):\n%s", expired.ID, inOld.ID, diff)
+	if diff := cmp.Diff(want, e.contents(t), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("contents after DeleteExpired, removed %s and %s (-want +got):\n%s", expired.ID, inOld.ID, diff)
 	}
 	if _, err := s.Session(ctx, "k", "sess_new"); err != nil {
 		t.Errorf("Session(sess_new) = %v", err)
@@ -308,10 +296,12 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
-func TestReopen(t *testing.T) {
-	dir := t.TempDir()
+func TestReopen(t *testing.T) { forEachBackend(t, testReopen) }
+
+func testReopen(t *testing.T, b backend) {
+	e := b.newEnv(t)
 	ctx := t.Context()
-	s, err := Open(ctx, dir)
+	s, err := Open(ctx, e.dir, e.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +328,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("Close = %v", err)
 	}
 
-	s = openStore(t, dir)
+	s = e.open(t)
 	got, err := s.File(ctx, "k", f.ID)
 	if err != nil {
 		t.Fatalf("File after reopen = %v", err)
@@ -382,8 +372,10 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-func TestSessionFile(t *testing.T) {
-	s := openStore(t, t.TempDir())
+func TestSessionFile(t *testing.T) { forEachBackend(t, testSessionFile) }
+
+func testSessionFile(t *testing.T, b backend) {
+	s := b.newEnv(t).open(t)
 	ctx := t.Context()
 	for _, id := range []string{"sess_1", "sess_2"} {
 		if err := s.PutSession(ctx, Session{ID: id, Owner: "k"}); err != nil {
@@ -434,9 +426,11 @@ func TestSessionFile(t *testing.T) {
 	}
 }
 
-func TestConcurrentPutFile(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func TestConcurrentPutFile(t *testing.T) { forEachBackend(t, testConcurrentPutFile) }
+
+func testConcurrentPutFile(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
 	const n = 20
 	var wg sync.WaitGroup
@@ -466,25 +460,25 @@ func TestConcurrentPutFile(t *testing.T) {
 			t.Errorf("content of f%d = %.20q..., want %.20q...", i, got, want)
 		}
 	}
-	if names := contents(t, dir); len(names) != n {
-		t.Errorf("contents on disk = %d, want %d", len(names), n)
+	if names := e.contents(t); len(names) != n {
+		t.Errorf("contents = %d, want %d", len(names), n)
 	}
 }
 
-func TestInvalidIDs(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func TestInvalidIDs(t *testing.T) { forEachBackend(t, testInvalidIDs) }
+
+func testInvalidIDs(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx := t.Context()
-	// Victims the ids below point at, were they used as paths.
-	victim := filepath.Join(dir, "x")
-	if err := os.WriteFile(victim, []byte("victim"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// Victims the ids below point at, were they used as paths or keys: x
+	// beside the contents' directory, or at the top of the bucket above
+	// the store's prefix.
+	const victim = "x"
+	e.writeRaw(t, victim, "victim")
 	// A content with a valid-looking id but no metadata is not served.
 	stray := "file-" + strings.Repeat("A", idLen)
-	if err := os.WriteFile(filepath.Join(dir, "files", stray), []byte("stray"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.writeRaw(t, e.contentKey(stray), "stray")
 
 	for _, id := range []string{
 		"", "../x", "..", ".", "/etc/passwd", "file-../../x", "../codeexec.db", "file-" + strings.Repeat("A", idLen) + "/..",
@@ -505,68 +499,85 @@ func TestInvalidIDs(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{victim, filepath.Join(dir, "codeexec.db"), filepath.Join(dir, "files", stray)} {
-		if _, err := os.Stat(p); err != nil {
-			t.Errorf("%s is gone: %v", p, err)
+	for _, key := range []string{victim, e.contentKey(stray)} {
+		if _, err := e.readRaw(t, key); err != nil {
+			t.Errorf("%s is gone: %v", key, err)
+		}
+	}
+	if b.meta == "sqlite" {
+		if _, err := os.Stat(filepath.Join(e.dir, "codeexec.db")); err != nil {
+			t.Errorf("codeexec.db is gone: %v", err)
 		}
 	}
 	// The content store refuses such ids by itself, too.
-	b := s.blobs
 	for _, id := range []string{"", "../x", "..", "a/b", ".tmp-1"} {
-		if _, err := b.put(ctx, id, strings.NewReader("x"), 10); err == nil {
+		if _, err := s.blobs.put(ctx, id, strings.NewReader("x"), 10); err == nil {
 			t.Errorf("blobs.put(%q) succeeded, want error", id)
 		}
-		if c, err := b.open(ctx, id); err == nil {
+		if c, err := s.blobs.open(ctx, id); err == nil {
 			c.Close()
 			t.Errorf("blobs.open(%q) succeeded, want error", id)
 		}
-		if err := b.delete(ctx, id); err == nil {
+		if err := s.blobs.delete(ctx, id); err == nil {
 			t.Errorf("blobs.delete(%q) succeeded, want error", id)
 		}
 	}
-	if got, err := os.ReadFile(victim); err != nil || string(got) != "victim" {
+	if got, err := e.readRaw(t, victim); err != nil || got != "victim" {
 		t.Errorf("victim = %q, %v, want untouched", got, err)
 	}
 }
 
+// Only the directory writes temporaries.
 func TestOpenCleansTemporaries(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+	e := backend{"sqlite", "disk"}.newEnv(t)
+	s := e.open(t)
 	f := put(t, s, File{Owner: "k"}, "kept")
 	s.Close()
 	// As a crash in the middle of PutFile leaves it.
-	if err := os.WriteFile(filepath.Join(dir, "files", tempPrefix+"123"), []byte("partial"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir)
-	if diff := cmp.Diff([]string{f.ID}, contents(t, dir)); diff != "" {
+	e.writeRaw(t, e.contentKey(tempPrefix+"123"), "partial")
+	s = e.open(t)
+	if diff := cmp.Diff([]string{f.ID}, e.contents(t)); diff != "" {
 		t.Errorf("contents after reopen (-want +got):\n%s", diff)
 	}
 }
 
-func TestSchemaTooNew(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
-	if _, err := s.db.ExecContext(t.Context(), fmt.Sprintf("PRAGMA user_version = %d", len(migrations)+1)); err != nil {
+func TestSchemaTooNew(t *testing.T) { forEachBackend(t, testSchemaTooNew) }
+
+func testSchemaTooNew(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
+	tx, err := s.db.DB.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.d.schemaVersion(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.d.setSchemaVersion(t.Context(), tx, len(migrations)+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	if s, err := Open(t.Context(), dir); err == nil {
+	if s, err := Open(t.Context(), e.dir, e.opts); err == nil {
 		s.Close()
 		t.Errorf("Open of a newer schema succeeded, want error")
 	}
 }
 
-func TestCancelledPut(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+func TestCancelledPut(t *testing.T) { forEachBackend(t, testCancelledPut) }
+
+func testCancelledPut(t *testing.T, b backend) {
+	e := b.newEnv(t)
+	s := e.open(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := s.PutFile(ctx, File{Owner: "k"}, strings.NewReader("abc"), Limits{MaxBytes: 10}); !errors.Is(err, context.Canceled) {
 		t.Errorf("PutFile(cancelled) = %v, want context.Canceled", err)
 	}
-	if names := contents(t, dir); len(names) != 0 {
-		t.Errorf("contents on disk = %q, want none", names)
+	if names := e.contents(t); len(names) != 0 {
+		t.Errorf("contents = %q, want none", names)
 	}
 }
 
@@ -590,7 +601,7 @@ func TestNewID(t *testing.T) {
 func TestOpenSettings(t *testing.T) {
 	// A directory name that would break a naive DSN.
 	dir := filepath.Join(t.TempDir(), "a?b#c %20")
-	s := openStore(t, dir)
+	s := (&env{b: backend{"sqlite", "disk"}, dir: dir}).open(t)
 	if _, err := os.Stat(filepath.Join(dir, "codeexec.db")); err != nil {
 		t.Fatalf("database not where expected: %v", err)
 	}
@@ -606,7 +617,7 @@ func TestOpenSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for pool, db := range map[string]*sql.DB{"db": s.db, "rdb": s.rdb} {
+			for pool, db := range map[string]*sql.DB{"db": s.db.DB, "rdb": s.rdb.DB} {
 				var got string
 				if err := db.QueryRowContext(t.Context(), "PRAGMA "+tt.pragma).Scan(&got); err != nil {
 					t.Fatal(err)
