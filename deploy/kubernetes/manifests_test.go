@@ -51,7 +51,7 @@ var operatorSecrets = map[string][]string{
 
 // multiNodeEnv are the variables of the multi-node mode being built (issue
 // 17) that the manifests set before codeexec has their flags.
-var multiNodeEnv = []string{"CODEEXEC_DATABASE", "CODEEXEC_BLOB_STORE", "CODEEXEC_ADVERTISE_ADDR", "CODEEXEC_NODE_SECRET"}
+var multiNodeEnv = []string{"CODEEXEC_ADVERTISE_ADDR", "CODEEXEC_NODE_SECRET"}
 
 // rendered is one kustomization's output, decoded.
 type rendered struct {
@@ -497,6 +497,9 @@ func checkReferences(t *testing.T, r *rendered, spec corev1.PodSpec) map[string]
 // placeholder is a stand-in value for an operator's Secret key, of the
 // shape codeexec checks (API keys of at least 16 characters).
 func placeholder(key string) string {
+	if key == "database-url" {
+		return "postgres://codeexec:placeholder@db.invalid:5432/codeexec"
+	}
 	return "placeholder-" + key + "-0123456789abcdef"
 }
 
