@@ -28,7 +28,9 @@ import (
 // about --stream-write-timeout, and go on serving others.
 func TestSlowStreamingClient(t *testing.T) {
 	s := startService(t, func(c *config.Config) { c.StreamWriteTimeout = time.Second })
-	code := "import subprocess, sys\nsubprocess.Popen(['sleep', '3600'])\nwhile True:\n    sys.stdout.write('x' * 4000 + '\\n')\n    sys.stdout.flush()\n"
+	// The flood starts a second after the marker process, so that the
+	// test sees the execution run before it is dropped.
+	code := "import subprocess, sys, time\nsubprocess.Popen(['sleep', '3600'])\ntime.sleep(1)\nwhile True:\n    sys.stdout.write('x' * 4000 + '\\n')\n    sys.stdout.flush()\n"
 	body, _ := json.Marshal(map[string]any{"code": code, "stream": true, "timeout": 300, "output_limit_bytes": 16 << 20})
 	postNeverRead(t, s, body)
 	// Never read. The marker process shows the execution runs, then it
