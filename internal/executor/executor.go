@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"path"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -304,4 +306,14 @@ func (l Limits) resolve(def, max Limits) (Limits, error) {
 		return l, &InputError{"max_processes", "max_processes must be at least 4"}
 	}
 	return l, nil
+}
+
+// MIMEType is the media type of a file named p, from its extension
+// (mime.TypeByExtension); application/octet-stream when it has none known.
+// Every file the service stores or serves is typed by it.
+func MIMEType(p string) string {
+	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
 }

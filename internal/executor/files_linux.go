@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"os"
 	"path"
 	"sort"
@@ -228,7 +227,7 @@ func (c *child) collect(ctx context.Context, before map[string]fileState, sink F
 	}
 	files := []File{}
 	for _, p := range paths {
-		f := File{Path: p, Bytes: after[p].size, MIMEType: mimeType(p)}
+		f := File{Path: p, Bytes: after[p].size, MIMEType: MIMEType(p)}
 		if sink != nil {
 			id, err := c.storeFile(ctx, p, sink)
 			if err != nil {
@@ -264,11 +263,4 @@ func openRegular(dir *os.File, p string) (*os.File, int64, error) {
 		return nil, 0, fmt.Errorf("%s is not a regular file", p)
 	}
 	return f, st.Size(), nil
-}
-
-func mimeType(p string) string {
-	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
-		return t
-	}
-	return "application/octet-stream"
 }

@@ -184,7 +184,7 @@ type storeSink struct {
 
 func (k storeSink) Put(ctx context.Context, path string, size int64, r io.Reader) (string, error) {
 	f := store.File{Owner: k.owner, Filename: path, Purpose: "execution_output", SessionID: k.sessionID,
-		MIMEType: mimeOf(path)}
+		MIMEType: executor.MIMEType(path)}
 	if k.s.cfg.FileTTL > 0 {
 		f.ExpiresAt = time.Now().Add(k.s.cfg.FileTTL)
 	}

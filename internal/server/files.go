@@ -37,13 +37,6 @@ func fileView(f store.File) openAIFile {
 	return v
 }
 
-func mimeOf(p string) string {
-	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
-		return t
-	}
-	return "application/octet-stream"
-}
-
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 		return invalid("file", "upload a file as multipart/form-data with the field 'file'")
@@ -78,7 +71,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, owner stri
 			if err := executor.CheckPath(name); err != nil {
 				return invalid("file", "%v", err)
 			}
-			f := store.File{Owner: owner, Filename: name, Purpose: purpose, MIMEType: mimeOf(name)}
+			f := store.File{Owner: owner, Filename: name, Purpose: purpose, MIMEType: executor.MIMEType(name)}
 			if s.cfg.FileTTL > 0 {
 				f.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 			}

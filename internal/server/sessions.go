@@ -386,7 +386,7 @@ func (s *Server) handleSessionDownload(w http.ResponseWriter, r *http.Request, o
 				Message: "no regular file " + p + " in the session's /mnt/data"}
 		}
 		defer f.Close()
-		setDownloadHeaders(w, p, mimeOf(p))
+		setDownloadHeaders(w, p, executor.MIMEType(p))
 		http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, size))
 		s.metrics.fileBytes.WithLabelValues("download").Add(float64(size))
 		return nil
@@ -474,7 +474,7 @@ func (s *Server) uploadToSession(ctx context.Context, owner string, ls *liveSess
 // sessionFileRecord is the metadata of a file placed at p in owner's
 // session sessionID.
 func (s *Server) sessionFileRecord(owner, sessionID, p string) store.File {
-	f := store.File{Owner: owner, Filename: p, Purpose: "session_input", SessionID: sessionID, MIMEType: mimeOf(p)}
+	f := store.File{Owner: owner, Filename: p, Purpose: "session_input", SessionID: sessionID, MIMEType: executor.MIMEType(p)}
 	if s.cfg.FileTTL > 0 {
 		f.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
 	}
