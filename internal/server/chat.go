@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -185,22 +184,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		w.Write(resp)
 		return nil
 	}
-	rc := http.NewResponseController(w)
-	started := false
+	sse := newSSE(w, s.cfg.StreamWriteTimeout)
 	emit := func(chunk []byte) error {
-		// A client that does not take a chunk in time is dropped: it
-		// cannot hold the request (and its sandbox) open.
-		rc.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
-		if !started {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-cache")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", chunk); err != nil {
-			return err
-		}
-		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if err := sse.data(chunk); err != nil {
 			return err
 		}
 		return ctx.Err()
@@ -214,14 +200,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 		if stopped() {
 			e = shuttingDown()
 		}
-		if !started {
+		if !sse.started {
 			return e
 		}
 		emit(mustMarshal(map[string]any{"error": e}))
 	}
-	rc.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
-	fmt.Fprint(w, "data: [DONE]\n\n")
-	rc.Flush()
+	sse.data([]byte("[DONE]"))
 	return nil
 }
 

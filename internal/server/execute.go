@@ -5,7 +5,6 @@ package server
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -384,45 +383,6 @@ func (s *Server) streamErr(sse *sseWriter, e *apiError) *apiError {
 	}
 	sse.event("error", map[string]any{"error": e})
 	return nil
-}
-
-// sseWriter writes Server-Sent Events (the WHATWG HTML "server-sent
-// events" framing: event and data lines, a blank line between events),
-// each write with a deadline. After a failed write it writes nothing more.
-type sseWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	started bool
-	err     error
-}
-
-func newSSE(w http.ResponseWriter, timeout time.Duration) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
-}
-
-func (s *sseWriter) event(name string, v any) error {
-	if s.err != nil {
-		return s.err
-	}
-	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if !s.started {
-		h := s.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no")
-		s.w.WriteHeader(http.StatusOK)
-		s.started = true
-	}
-	data, _ := json.Marshal(v)
-	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, data); err != nil {
-		s.err = err
-		return err
-	}
-	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		s.err = err
-	}
-	return s.err
 }
 
 // network sets req's egress policy: the server's, narrowed to the
