@@ -83,76 +83,22 @@ func (s *Server) upstreamError(r *http.Request, err error) *apiError {
 	return s.internal(r, "chat", err)
 }
 
+// handleChat serves /v1/chat/completions: it reads the request, gives it
+// a sandbox with the attached files in place, and runs the tool loop,
+// answering with one completion or a stream of chunks.
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string) *apiError {
 	if s.chat == nil {
 		return s.noUpstream()
 	}
-	var req *toolloop.Request
-	if e := s.readBody(r, owner, func(data []byte) *apiError {
-		var err error
-		if req, err = toolloop.ParseRequest(data); err != nil {
-			var re *toolloop.RequestError
-			if errors.As(err, &re) {
-				return invalid(re.Param, "%s", re.Msg)
-			}
-			return invalid("", "%v", err)
-		}
-		return nil
-	}); e != nil {
+	req, e := s.readChat(r, owner)
+	if e != nil {
 		return e
-	}
-	if req.Search && s.chat.Loop.Search == nil {
-		return invalid("tools", "%v", toolloop.ErrSearchUnavailable)
-	}
-	if req.Code == nil && len(req.FileIDs) > 0 {
-		return invalid("messages", "attached files need the code_execution tool: add {\"type\": \"code_execution\"} to tools")
 	}
 	sb := &chatSandbox{s: s, owner: owner}
 	defer sb.close()
-	var fileNames []string
-	if req.Code != nil {
-		sb.timeout = time.Duration(req.Code.Timeout * float64(time.Second))
-		if sb.timeout > s.cfg.MaxTimeout {
-			return invalid("tools", "code_execution.timeout is over the server's maximum of %g s", s.cfg.MaxTimeout.Seconds())
-		}
-		if id := req.Code.SessionID; id != "" {
-			ls, e := s.liveSession(r.Context(), owner, id)
-			if e != nil {
-				return e
-			}
-			sb.live = ls
-		}
-		ids := make([]inputFile, len(req.FileIDs))
-		for i, id := range req.FileIDs {
-			ids[i].FileID = id
-		}
-		files, e := s.inputFiles(r.Context(), owner, ids, func(int) string { return "messages" })
-		if e != nil {
-			return e
-		}
-		if err := sb.place(r.Context(), files); err != nil {
-			var ae *apiError
-			switch {
-			case errors.As(err, &ae):
-				return ae
-			case inputError(err) != nil:
-				return inputError(err)
-			case errors.Is(err, executor.ErrSessionEnded):
-				return sessionExpired()
-			case errors.Is(err, executor.ErrCapacity):
-				s.metrics.rejected.WithLabelValues("capacity").Inc()
-				return atCapacity()
-			case isGone(r.Context(), err):
-				return nil
-			}
-			return s.internal(r, "place attached file", err)
-		}
-		paths := map[string]string{}
-		for i, f := range files {
-			paths[req.FileIDs[i]] = f.Path
-			fileNames = append(fileNames, f.Path)
-		}
-		req.PlaceFiles(paths)
+	fileNames, err := s.attach(r, sb, req)
+	if err != nil {
+		return s.attachError(r, err)
 	}
 	timeout := s.cfg.Timeout
 	if sb.timeout > 0 {
@@ -168,42 +114,138 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, owner string
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	defer context.AfterFunc(s.hardStop, func() { cancel(errShutdown) })()
-	stopped := func() bool { return ctx.Err() != nil && r.Context().Err() == nil }
-	if !req.Stream {
-		resp, err := s.chat.Loop.Run(ctx, req, sb, desc, nil)
-		if err != nil {
-			if stopped() {
-				return shuttingDown()
+	run := func(emit func([]byte) error) ([]byte, error) { return s.chat.Loop.Run(ctx, req, sb, desc, emit) }
+	if req.Stream {
+		return s.streamChat(ctx, w, r, run)
+	}
+	resp, err := run(nil)
+	if err != nil {
+		return s.chatError(ctx, r, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp)
+	return nil
+}
+
+// readChat reads and checks the body of a chat request of owner.
+func (s *Server) readChat(r *http.Request, owner string) (*toolloop.Request, *apiError) {
+	var req *toolloop.Request
+	if e := s.readBody(r, owner, func(data []byte) *apiError {
+		var err error
+		if req, err = toolloop.ParseRequest(data); err != nil {
+			var re *toolloop.RequestError
+			if errors.As(err, &re) {
+				return invalid(re.Param, "%s", re.Msg)
 			}
-			if isGone(r.Context(), err) {
-				return nil
-			}
-			return s.upstreamError(r, err)
+			return invalid("", "%v", err)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(resp)
+		return nil
+	}); e != nil {
+		return nil, e
+	}
+	if req.Search && s.chat.Loop.Search == nil {
+		return nil, invalid("tools", "%v", toolloop.ErrSearchUnavailable)
+	}
+	if req.Code == nil && len(req.FileIDs) > 0 {
+		return nil, invalid("messages", "attached files need the code_execution tool: add {\"type\": \"code_execution\"} to tools")
+	}
+	return req, nil
+}
+
+// attach sets sb up for req's code_execution tool (its timeout, the live
+// session it names) and places the attached files in sb, pointing req's
+// messages at their paths, which it returns. Its errors are answered by
+// attachError.
+func (s *Server) attach(r *http.Request, sb *chatSandbox, req *toolloop.Request) ([]string, error) {
+	if req.Code == nil {
+		return nil, nil
+	}
+	sb.timeout = time.Duration(req.Code.Timeout * float64(time.Second))
+	if sb.timeout > s.cfg.MaxTimeout {
+		return nil, invalid("tools", "code_execution.timeout is over the server's maximum of %g s", s.cfg.MaxTimeout.Seconds())
+	}
+	if id := req.Code.SessionID; id != "" {
+		ls, e := s.liveSession(r.Context(), sb.owner, id)
+		if e != nil {
+			return nil, e
+		}
+		sb.live = ls
+	}
+	refs := make([]inputFile, len(req.FileIDs))
+	for i, id := range req.FileIDs {
+		refs[i].FileID = id
+	}
+	files, e := s.inputFiles(r.Context(), sb.owner, refs, func(int) string { return "messages" })
+	if e != nil {
+		return nil, e
+	}
+	if err := sb.place(r.Context(), files); err != nil {
+		return nil, err
+	}
+	var fileNames []string
+	paths := map[string]string{}
+	for i, f := range files {
+		paths[req.FileIDs[i]] = f.Path
+		fileNames = append(fileNames, f.Path)
+	}
+	req.PlaceFiles(paths)
+	return fileNames, nil
+}
+
+// attachError is the answer to an error of attach; nil when the client
+// has gone and there is no one to answer.
+func (s *Server) attachError(r *http.Request, err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case inputError(err) != nil:
+		return inputError(err)
+	case errors.Is(err, executor.ErrSessionEnded):
+		return sessionExpired()
+	case errors.Is(err, executor.ErrCapacity):
+		s.metrics.rejected.WithLabelValues("capacity").Inc()
+		return atCapacity()
+	case isGone(r.Context(), err):
 		return nil
 	}
+	return s.internal(r, "place attached file", err)
+}
+
+// chatError is the answer to a tool loop that failed, ctx being the
+// request's context with the server's hard stop; nil when the client has
+// gone.
+func (s *Server) chatError(ctx context.Context, r *http.Request, err error) *apiError {
+	if ctx.Err() != nil && r.Context().Err() == nil {
+		return shuttingDown()
+	}
+	if isGone(r.Context(), err) {
+		return nil
+	}
+	return s.upstreamError(r, err)
+}
+
+// streamChat runs the tool loop through run, writing its chunks as
+// Server-Sent Events of data alone, then "[DONE]". A failure before the
+// first chunk is answered as an error response; after it, as one last
+// chunk {"error": ...}.
+func (s *Server) streamChat(ctx context.Context, w http.ResponseWriter, r *http.Request, run func(emit func([]byte) error) ([]byte, error)) *apiError {
 	sse := newSSE(w, s.cfg.StreamWriteTimeout)
-	emit := func(chunk []byte) error {
+	_, err := run(func(chunk []byte) error {
 		if err := sse.data(chunk); err != nil {
 			return err
 		}
 		return ctx.Err()
-	}
-	_, err := s.chat.Loop.Run(ctx, req, sb, desc, emit)
+	})
 	if err != nil {
-		if isGone(r.Context(), err) && !stopped() {
+		e := s.chatError(ctx, r, err)
+		if e == nil {
 			return nil
-		}
-		e := s.upstreamError(r, err)
-		if stopped() {
-			e = shuttingDown()
 		}
 		if !sse.started {
 			return e
 		}
-		emit(mustMarshal(map[string]any{"error": e}))
+		sse.data(mustMarshal(map[string]any{"error": e}))
 	}
 	sse.data([]byte("[DONE]"))
 	return nil
