@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"codeexec/internal/ids"
 	"codeexec/internal/python"
 	"codeexec/internal/sandbox"
 )
@@ -47,7 +48,7 @@ const maxFrameBytes = 16 << 20
 // interruptGrace (sessions) plus killWait, and within killWait (plus
 // interruptGrace in a session) of ctx ending.
 func (c *child) run(ctx context.Context, req *Request, l Limits, keep bool) (res *Result, err error) {
-	res = &Result{ID: "exec_" + newNonce()[:24], Displays: []python.Bundle{}, Files: []File{}}
+	res = &Result{ID: ids.New("exec_"), Displays: []python.Bundle{}, Files: []File{}}
 	oomBefore, before, err := c.prepare(ctx, req, l, keep)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"codeexec/internal/executor"
+	"codeexec/internal/ids"
 	"codeexec/internal/python"
 	"codeexec/internal/store"
 )
@@ -161,7 +162,7 @@ func (s *Server) startSession(ctx context.Context, owner string, o sessionOption
 		return nil, s.internalCtx(ctx, "create session", err)
 	}
 	now := time.Now()
-	rec := store.Session{ID: newID(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
+	rec := store.Session{ID: ids.New(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
 	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: o.memoryMB, container: o.container}
 	if ls.container != nil {
 		ls.container.lastActive.Store(now.UnixMicro())

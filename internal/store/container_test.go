@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"codeexec/internal/ids"
 )
 
 func TestContainers(t *testing.T) { forEachBackend(t, testContainers) }
@@ -18,7 +20,7 @@ func testContainers(t *testing.T, b backend) {
 	var want []Container
 	for i, name := range []string{"a", "b", "a", "c"} {
 		c := Container{
-			Session:      Session{ID: NewID("cntr_"), Owner: "k1", CreatedAt: base.Add(time.Duration(i) * time.Minute)},
+			Session:      Session{ID: ids.New("cntr_"), Owner: "k1", CreatedAt: base.Add(time.Duration(i) * time.Minute)},
 			Name:         name,
 			ExpiresAfter: 20 * time.Minute,
 			MemoryLimit:  "1g",
@@ -30,10 +32,10 @@ func testContainers(t *testing.T, b backend) {
 		want = append(want, c)
 	}
 	// A plain session and another owner's container are not listed.
-	if err := s.PutSession(ctx, Session{ID: NewID("sess_"), Owner: "k1"}); err != nil {
+	if err := s.PutSession(ctx, Session{ID: ids.New("sess_"), Owner: "k1"}); err != nil {
 		t.Fatal(err)
 	}
-	other := Container{Session: Session{ID: NewID("cntr_"), Owner: "k2"}, Name: "a", MemoryLimit: "4g"}
+	other := Container{Session: Session{ID: ids.New("cntr_"), Owner: "k2"}, Name: "a", MemoryLimit: "4g"}
 	if err := s.PutContainer(ctx, other); err != nil {
 		t.Fatal(err)
 	}

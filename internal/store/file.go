@@ -10,11 +10,13 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"codeexec/internal/ids"
 )
 
 // File is the metadata of a stored file.
 type File struct {
-	// ID is "file-" followed by 24 random base62 characters, chosen by
+	// ID is "file-" and a random id of package ids, chosen by
 	// PutFile.
 	ID string
 	// Owner is the id of the API key that owns the file (a stable hash of
@@ -49,7 +51,7 @@ const filePrefix = "file-"
 // validFileID reports whether id has the form of an id made by PutFile. It
 // is checked before an id reaches the database or the disk.
 func validFileID(id string) bool {
-	return len(id) == len(filePrefix)+idLen && strings.HasPrefix(id, filePrefix) && validID(id)
+	return len(id) == len(filePrefix)+ids.Len && strings.HasPrefix(id, filePrefix) && validID(id)
 }
 
 func fileNotFound(id string) error {
@@ -120,7 +122,7 @@ func (s *Store) PutFile(ctx context.Context, f File, r io.Reader, lim Limits) (F
 			limit, quotaBound = room, true
 		}
 	}
-	f.ID = NewID(filePrefix)
+	f.ID = ids.New(filePrefix)
 	f.CreatedAt = fromDB(toDB(time.Now()))
 	f.ExpiresAt = fromDB(toDB(f.ExpiresAt))
 	n, err := s.blobs.put(ctx, f.ID, r, limit)

@@ -11,7 +11,7 @@ import (
 // Session is the record of a session: what is left of it when its process
 // is gone, e.g. after a restart.
 type Session struct {
-	// ID is the session's id ("sess_..."), chosen by the caller (see NewID).
+	// ID is the session's id ("sess_..."), chosen by the caller (see ids.New).
 	ID string
 	// Owner is the id of the API key that owns the session, as in File.
 	Owner string

@@ -29,7 +29,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -342,32 +341,6 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (files, sessio
 		}
 	}
 	return len(ids), int(n), errors.Join(errs...)
-}
-
-// idLen is the number of random characters in an id made by NewID: 24
-// base62 characters carry 142 bits.
-const idLen = 24
-
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// NewID returns prefix followed by 24 random base62 characters from
-// crypto/rand, e.g. NewID("file-") or NewID("sess_"). The prefix includes
-// its separator.
-func NewID(prefix string) string {
-	b := make([]byte, len(prefix), len(prefix)+idLen)
-	copy(b, prefix)
-	var r [idLen * 2]byte
-	for len(b) < cap(b) {
-		rand.Read(r[:]) // never fails, see its doc
-		for _, c := range r {
-			// 248 = 4*62: taking c%62 only below it keeps every character
-			// equally likely.
-			if c < 248 && len(b) < cap(b) {
-				b = append(b, base62[c%62])
-			}
-		}
-	}
-	return string(b)
 }
 
 // toDB returns how t is kept in the database: Unix microseconds, 0 for the

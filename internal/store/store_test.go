@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"codeexec/internal/ids"
 )
 
 func put(t *testing.T, s *Store, f File, content string) File {
@@ -52,7 +54,7 @@ func testFileLifecycle(t *testing.T, b backend) {
 	in := File{Owner: "key1", Filename: "plots/a.csv", Purpose: "user_data", MIMEType: "text/csv"}
 	f := put(t, s, in, "a,b\n1,2\n")
 	if !validFileID(f.ID) {
-		t.Errorf("PutFile ID = %q, want file- and 24 base62 characters", f.ID)
+		t.Errorf("PutFile ID = %q, want file- and an id of package ids", f.ID)
 	}
 	if f.CreatedAt.Before(before.Truncate(time.Microsecond)) || f.CreatedAt.After(time.Now()) {
 		t.Errorf("PutFile CreatedAt = %v, want between %v and now", f.CreatedAt, before)
@@ -477,12 +479,12 @@ func testInvalidIDs(t *testing.T, b backend) {
 	const victim = "x"
 	e.writeRaw(t, victim, "victim")
 	// A content with a valid-looking id but no metadata is not served.
-	stray := "file-" + strings.Repeat("A", idLen)
+	stray := "file-" + strings.Repeat("A", ids.Len)
 	e.writeRaw(t, e.contentKey(stray), "stray")
 
 	for _, id := range []string{
-		"", "../x", "..", ".", "/etc/passwd", "file-../../x", "../codeexec.db", "file-" + strings.Repeat("A", idLen) + "/..",
-		"file-" + strings.Repeat(".", idLen), "file-\x00" + strings.Repeat("A", idLen-1), stray,
+		"", "../x", "..", ".", "/etc/passwd", "file-../../x", "../codeexec.db", "file-" + strings.Repeat("A", ids.Len) + "/..",
+		"file-" + strings.Repeat(".", ids.Len), "file-\x00" + strings.Repeat("A", ids.Len-1), stray,
 	} {
 		t.Run(fmt.Sprintf("%q", id), func(t *testing.T) {
 			if _, err := s.File(ctx, "k", id); !errors.Is(err, ErrNotFound) {
@@ -581,20 +583,16 @@ func testCancelledPut(t *testing.T, b backend) {
 	}
 }
 
-func TestNewID(t *testing.T) {
-	seen := map[string]bool{}
-	for range 1000 {
-		id := NewID("file-")
-		if !validFileID(id) {
-			t.Fatalf("NewID(file-) = %q, not a valid file id", id)
+// TestFileIDs: the ids PutFile makes are valid file ids, and ids of the
+// older base62 form, which stored files may still have, are too.
+func TestFileIDs(t *testing.T) {
+	for range 100 {
+		if id := ids.New(filePrefix); !validFileID(id) {
+			t.Fatalf("ids.New(file-) = %q, not a valid file id", id)
 		}
-		if seen[id] {
-			t.Fatalf("NewID(file-) = %q twice", id)
-		}
-		seen[id] = true
 	}
-	if id := NewID("sess_"); len(id) != len("sess_")+idLen || !strings.HasPrefix(id, "sess_") {
-		t.Errorf("NewID(sess_) = %q", id)
+	if id := "file-0123456789ABCDEFGHIJabcd"; !validFileID(id) {
+		t.Errorf("%q is not a valid file id", id)
 	}
 }
 

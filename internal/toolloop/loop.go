@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"codeexec/internal/executor"
+	"codeexec/internal/ids"
 )
 
 // Model is the upstream provider (upstream.Client implements it).
@@ -132,7 +133,7 @@ func (l *Loop) Run(ctx context.Context, req *Request, sb Sandbox, description st
 		var ours, theirs []call
 		for i, c := range t.calls {
 			if c.ID == "" {
-				c.ID = fmt.Sprintf("call_%d_%d", time.Now().UnixNano(), i)
+				c.ID = ids.New("call_")
 				t.calls[i] = c
 			}
 			if (c.Name == CodeTool && req.Code != nil) || (c.Name == SearchTool && req.Search) {

@@ -2,8 +2,9 @@ package toolloop
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
+
+	"codeexec/internal/ids"
 )
 
 // state accumulates what the client gets: the entries in order, the
@@ -30,7 +31,7 @@ func (st *state) meta(t *turnResult) {
 	if st.id == "" {
 		st.id, st.model, st.created = t.id, t.model, t.created
 		if st.id == "" {
-			st.id = fmt.Sprintf("chatcmpl-%d", time.Now().UnixNano())
+			st.id = ids.New("chatcmpl-")
 		}
 	}
 }
