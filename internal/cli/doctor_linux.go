@@ -14,30 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"codeexec/internal/executor"
 	"codeexec/internal/sandbox"
 
 	"golang.org/x/sys/unix"
 )
-
-// doctorHostUID is the first host uid the namespace check maps to when it
-// runs as root: the executor's default range, so the check exercises the
-// same kind of mapping as a sandbox.
-const doctorHostUID = 1_500_000_000
-
-// doctorNamespaces are the namespaces of codeexec's outer sandbox
-// (DESIGN.md), with names for messages.
-var doctorNamespaces = []struct {
-	flag uintptr
-	name string
-}{
-	{unix.CLONE_NEWUSER, "user"},
-	{unix.CLONE_NEWPID, "pid"},
-	{unix.CLONE_NEWNS, "mount"},
-	{unix.CLONE_NEWNET, "net"},
-	{unix.CLONE_NEWIPC, "ipc"},
-	{unix.CLONE_NEWUTS, "uts"},
-	{unix.CLONE_NEWCGROUP, "cgroup"},
-}
 
 // platformChecks runs the checks of the kernel features a sandbox needs.
 func platformChecks(ctx context.Context, report func(finding)) {
@@ -83,18 +64,14 @@ func checkUserNamespaceLimit() finding {
 // on its own to name the one the host refuses.
 func checkNamespaces(ctx context.Context) finding {
 	what := "create user, pid, mount, net, ipc, uts and cgroup namespaces"
-	var all uintptr
-	for _, ns := range doctorNamespaces {
-		all |= ns.flag
-	}
-	err := startInNamespaces(ctx, all)
+	err := startInNamespaces(ctx, sandbox.CloneFlags)
 	if err == nil {
 		return ok(what)
 	}
 	why := err.Error()
-	for _, ns := range doctorNamespaces[1:] {
-		if err := startInNamespaces(ctx, unix.CLONE_NEWUSER|ns.flag); err != nil {
-			why = fmt.Sprintf("a new %s namespace: %v", ns.name, err)
+	for _, ns := range sandbox.Namespaces[1:] {
+		if err := startInNamespaces(ctx, unix.CLONE_NEWUSER|ns.Flag); err != nil {
+			why = fmt.Sprintf("a new %s namespace: %v", ns.Name, err)
 			break
 		}
 	}
@@ -106,14 +83,15 @@ func checkNamespaces(ctx context.Context) finding {
 }
 
 // startInNamespaces runs true(1) in fresh namespaces cloneflags, which must
-// include CLONE_NEWUSER. As root, the namespace's ids 0..65535 map to an
-// unprivileged host range; otherwise only the caller's own ids are mapped.
+// include CLONE_NEWUSER. As root, the namespace's ids map to the
+// executor's default host range, as a sandbox's do; otherwise only the
+// caller's own ids are mapped.
 func startInNamespaces(ctx context.Context, cloneflags uintptr) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	uid, gid, size := os.Getuid(), os.Getgid(), 1
 	if uid == 0 {
-		uid, gid, size = doctorHostUID, doctorHostUID, 65536
+		uid, gid, size = executor.DefaultHostUID, executor.DefaultHostUID, executor.IDRange
 	}
 	path := "/usr/bin/true"
 	if _, err := os.Stat(path); err != nil {

@@ -79,7 +79,7 @@ func newCheckedExecutor(t *testing.T, cfg Config) *Executor {
 // hierarchy, v1 or v2.
 func checkNoLeaks(t *testing.T, hostUID int, cgDir string) {
 	t.Helper()
-	waitNoProcs(t, hostUID, hostUID+idRange, 10*time.Second)
+	waitNoProcs(t, hostUID, hostUID+IDRange, 10*time.Second)
 	if cgDir == "" {
 		return
 	}

@@ -39,8 +39,8 @@ type Config struct {
 	// Python is the interpreter (default /usr/bin/python3; it must be
 	// under /usr, the only host tree the sandbox sees).
 	Python string
-	// HostUID is the first host uid (and gid) of the 65536 ids the
-	// sandbox maps (default 1,500,000,000). No host user may own them.
+	// HostUID is the first host uid (and gid) of the IDRange ids the
+	// sandbox maps (default DefaultHostUID). No host user may own them.
 	HostUID int
 	// Defaults and Max bound the per-request limits (defaults
 	// DefaultLimits and MaxLimits).
@@ -94,7 +94,7 @@ func (c *Config) setDefaults() {
 		c.Python = "/usr/bin/python3"
 	}
 	if c.HostUID == 0 {
-		c.HostUID = 1_500_000_000
+		c.HostUID = DefaultHostUID
 	}
 	if c.Defaults == (Limits{}) {
 		c.Defaults = DefaultLimits
@@ -118,13 +118,17 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// idRange is the number of ids mapped into the sandbox; children get uids
+// DefaultHostUID is the first host uid (and gid) of the sandbox's ids
+// when Config.HostUID is not set.
+const DefaultHostUID = 1_500_000_000
+
+// IDRange is the number of ids mapped into the sandbox; children get uids
 // above childUIDBase up to maxChildUID (65534 and 65535 are left alone:
 // nobody, and the kernel's overflow id for unmapped ones).
 const (
-	idRange      = 65536
+	IDRange      = 65536
 	childUIDBase = 1000
-	maxChildUID  = idRange - 3
+	maxChildUID  = IDRange - 3
 )
 
 // pool is one zygote and its warm children.
@@ -291,7 +295,7 @@ func (p *pool) startZygote(files map[string][]byte, sandboxEnv map[string]string
 	p.cmd, err = sandbox.Start(sandbox.Config{
 		Path: cfg.Python, Args: []string{"python3", "-s", "-B", "/run/codeexec/zygote.py"},
 		Env: env, Files: files, ExtraFiles: []*os.File{theirs},
-		HostUID: cfg.HostUID, HostGID: cfg.HostUID, IDCount: idRange, Stderr: os.Stderr,
+		HostUID: cfg.HostUID, HostGID: cfg.HostUID, IDCount: IDRange, Stderr: os.Stderr,
 	})
 	if err != nil {
 		return err

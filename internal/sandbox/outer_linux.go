@@ -27,6 +27,33 @@ func init() {
 	}
 }
 
+// Namespace is one of the namespaces a sandbox runs in.
+type Namespace struct {
+	Flag uintptr // its CLONE_NEW* flag of clone(2)
+	Name string  // its name in namespaces(7), for messages
+}
+
+// Namespaces are the namespaces of every outer sandbox, user first: the
+// others are made as its root.
+var Namespaces = []Namespace{
+	{unix.CLONE_NEWUSER, "user"},
+	{unix.CLONE_NEWPID, "pid"},
+	{unix.CLONE_NEWNS, "mount"},
+	{unix.CLONE_NEWNET, "net"},
+	{unix.CLONE_NEWIPC, "ipc"},
+	{unix.CLONE_NEWUTS, "uts"},
+	{unix.CLONE_NEWCGROUP, "cgroup"},
+}
+
+// CloneFlags are the flags of all of Namespaces.
+var CloneFlags = func() uintptr {
+	var f uintptr
+	for _, ns := range Namespaces {
+		f |= ns.Flag
+	}
+	return f
+}()
+
 // Config describes an outer sandbox: a process tree in fresh user, pid,
 // mount, network, IPC, UTS and cgroup namespaces whose root is a read-only
 // tmpfs holding read-only binds of the host's /usr and a few /etc files.
@@ -138,8 +165,7 @@ func start(c Config, pidfd *int) (*exec.Cmd, error) {
 		Stderr:     c.Stderr,
 		ExtraFiles: append([]*os.File{r}, c.ExtraFiles...),
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS |
-				unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP,
+			Cloneflags:  CloneFlags,
 			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: c.HostUID, Size: c.IDCount}},
 			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: c.HostGID, Size: c.IDCount}},
 			// Set the ids the init runs as inside: root of the new user
