@@ -146,6 +146,9 @@ func (c *child) place(ctx context.Context, files []InputFile, l Limits) error {
 		return nil
 	case fr.ev != nil && fr.ev.Type == "put":
 		msg := fr.ev.Error.Value
+		// The runner's OSError, known only as its text: strerror(3) of
+		// ENOSPC (the work directory is full) or EFBIG (over the file
+		// size limit).
 		if strings.Contains(msg, "No space left") || strings.Contains(msg, "File too large") {
 			msg = "input files exceed the size of the work directory (" + msg + ")"
 		}

@@ -339,6 +339,8 @@ func (e *execution) status(oom bool) {
 				res.Error.Value += "; the code was interrupted and the session continues"
 			}
 		}
+	// A Python exception is known by its class name: MemoryError is the
+	// memory limit seen from inside.
 	case oom || (done != nil && done.Error != nil && done.Error.Name == "MemoryError"):
 		res.Status = StatusMemoryLimit
 		res.Error = &python.Error{Name: "MemoryError", Value: fmt.Sprintf("memory limit of %d MiB exceeded", e.l.MemoryBytes>>20)}

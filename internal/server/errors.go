@@ -60,6 +60,8 @@ func jsonError(err error) *apiError {
 	case errors.As(err, &se):
 		return invalid("", "request body is not valid JSON: %v", se)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no error type for an unknown field
+		// (DisallowUnknownFields): its message is all there is.
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return invalid(f, "unknown field %q", f)
 	case errors.Is(err, io.ErrUnexpectedEOF):
