@@ -1,7 +1,6 @@
 package fakellm
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"codeexec/internal/testenv"
+	"codeexec/internal/upstream"
 )
 
 // --- helpers -------------------------------------------------------------
@@ -366,29 +366,29 @@ type sseChunk struct {
 	Usage *Usage `json:"usage"`
 }
 
-// readSSE parses "data:" events until [DONE]; it fails if [DONE] is missing.
+// readSSE reads the data-only events of a stream, with the reader codeexec
+// reads a provider's streams with, until [DONE]; it fails if [DONE] is
+// missing or anything follows it.
 func readSSE(t *testing.T, r io.Reader) []sseChunk {
 	t.Helper()
 	var chunks []sseChunk
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, ":") {
-			continue
+	events := upstream.NewSSEReader(r)
+	for {
+		name, data, err := events.Next()
+		if err != nil {
+			t.Fatalf("stream ended without [DONE] (%v)", err)
 		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			t.Fatalf("unexpected SSE line %q", line)
+		if name != "" {
+			t.Fatalf("unexpected event type %q", name)
 		}
-		if data == "[DONE]" {
-			if sc.Scan() && strings.TrimSpace(sc.Text()) != "" {
-				t.Fatalf("data after [DONE]: %q", sc.Text())
+		if string(data) == "[DONE]" {
+			if _, more, err := events.Next(); err != io.EOF {
+				t.Fatalf("data after [DONE]: %q (%v)", more, err)
 			}
 			return chunks
 		}
 		var c sseChunk
-		if err := json.Unmarshal([]byte(data), &c); err != nil {
+		if err := json.Unmarshal(data, &c); err != nil {
 			t.Fatalf("chunk %q: %v", data, err)
 		}
 		if c.Object != "chat.completion.chunk" {
@@ -396,8 +396,6 @@ func readSSE(t *testing.T, r io.Reader) []sseChunk {
 		}
 		chunks = append(chunks, c)
 	}
-	t.Fatalf("stream ended without [DONE] (%v)", sc.Err())
-	return nil
 }
 
 type assembled struct {
@@ -553,8 +551,8 @@ func TestFaults(t *testing.T) {
 	sb := body([]msg{user("fibonacci")}, codeTool())
 	sb["stream"] = true
 	status, _, data = post(t, url, sb)
-	line, _, _ := strings.Cut(string(data), "\n")
-	if status != 200 || !strings.HasPrefix(line, "data: ") || json.Valid([]byte(strings.TrimPrefix(line, "data: "))) {
+	_, first, err := upstream.NewSSEReader(bytes.NewReader(data)).Next()
+	if status != 200 || err != nil || json.Valid(first) {
 		t.Fatalf("malformed stream: %d %q", status, data)
 	}
 	if h.PendingFaults() != 0 {

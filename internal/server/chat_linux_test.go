@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -1101,26 +1100,16 @@ func testChatTurnLimit(t *testing.T, env *chatEnv) {
 	}
 }
 
-// sseEvents reads a text/event-stream body into the data of its events.
+// sseEvents reads a chat completion stream into the data of its events,
+// which have no event type.
 func sseEvents(t *testing.T, r io.Reader) []string {
 	t.Helper()
 	var out []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, ":") {
-			continue
+	for _, ev := range readEvents(t, r) {
+		if ev.name != "" {
+			t.Errorf("unexpected event type %q (data %.100q)", ev.name, ev.data)
 		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			t.Errorf("unexpected SSE line %q", line)
-			continue
-		}
-		out = append(out, data)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading the stream: %v", err)
+		out = append(out, ev.data)
 	}
 	return out
 }

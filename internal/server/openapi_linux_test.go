@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"io"
 	"net/http"
 	"slices"
@@ -77,11 +76,8 @@ func TestContractEdges(t *testing.T) {
 	stream := s.do("POST", "/v1/sessions/"+id+"/execute", keyA, map[string]any{
 		"code": "import sys\nprint('out')\nprint('err', file=sys.stderr)\ndisplay({'a': 1})\nopen('made.txt', 'w').write('abc')\n1/0", "stream": true})
 	var events []string
-	sc := bufio.NewScanner(stream.Body)
-	for sc.Scan() {
-		if ev, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
-			events = append(events, ev)
-		}
+	for _, ev := range readEvents(t, stream.Body) {
+		events = append(events, ev.name)
 	}
 	stream.Body.Close()
 	// stdout and stderr are two pipes: their events may come in either order.

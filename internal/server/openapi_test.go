@@ -14,7 +14,6 @@ package server_test
 // the x-item-schema of their media type, as the client reads them.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -46,6 +45,7 @@ import (
 	"codeexec/docs"
 	"codeexec/internal/config"
 	"codeexec/internal/server"
+	"codeexec/internal/upstream"
 )
 
 // reporter is what a failed check is reported to (a *testing.T).
@@ -337,7 +337,9 @@ func cleanPath(p string) string {
 
 // sseChecker passes a Server-Sent Events body through, validating each
 // whole event against schema as {"event": name, "data": data}, data
-// decoded from JSON where it is JSON.
+// decoded from JSON where it is JSON. The server ends every event with a
+// blank line (LF LF); each is read with upstream's SSEReader, the one
+// reader of event streams in the project.
 type sseChecker struct {
 	rc     io.ReadCloser
 	schema *openapi3.Schema
@@ -355,7 +357,7 @@ func (c *sseChecker) Read(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		c.check(c.buf[:i])
+		c.check(c.buf[:i+2])
 		c.buf = c.buf[i+2:]
 	}
 	return n, err
@@ -365,30 +367,27 @@ func (c *sseChecker) Close() error { return c.rc.Close() }
 
 func (c *sseChecker) check(block []byte) {
 	c.n++
-	ev := map[string]any{}
-	var data []string
-	sc := bufio.NewScanner(bytes.NewReader(block))
-	sc.Buffer(nil, len(block)+1)
-	for sc.Scan() {
-		field, value, _ := strings.Cut(sc.Text(), ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "event":
-			ev["event"] = value
-		case "data":
-			data = append(data, value)
-		case "":
-			// a comment
-		default:
+	// The reader passes over fields other than event and data, as clients
+	// do; the contract has no others, so one is reported here.
+	for _, line := range strings.Split(string(block), "\n") {
+		if field, _, _ := strings.Cut(line, ":"); field != "" && field != "event" && field != "data" {
 			c.rep.Errorf("contract: event %d of %s has the field %q, which no event of the contract has", c.n, c.what, field)
 		}
 	}
-	raw := strings.Join(data, "\n")
+	name, data, err := upstream.NewSSEReader(bytes.NewReader(block)).Next()
+	if err != nil {
+		c.rep.Errorf("contract: event %d of %s (%.300q) has no data: %v", c.n, c.what, block, err)
+		return
+	}
+	ev := map[string]any{}
+	if name != "" {
+		ev["event"] = name
+	}
 	var v any
-	if json.Unmarshal([]byte(raw), &v) == nil {
+	if json.Unmarshal(data, &v) == nil {
 		ev["data"] = v
 	} else {
-		ev["data"] = raw
+		ev["data"] = string(data)
 	}
 	if err := c.schema.VisitJSON(ev, openapi3.EnableJSONSchema2020()); err != nil {
 		c.rep.Errorf("contract: event %d of %s (%.300q) does not match docs/openapi.yaml: %v", c.n, c.what, block, err)

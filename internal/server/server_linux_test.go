@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"codeexec/internal/cli"
 	"codeexec/internal/config"
 	"codeexec/internal/testenv"
+	"codeexec/internal/upstream"
 )
 
 const (
@@ -32,6 +32,27 @@ type service struct {
 	t    *testing.T
 	url  string
 	stop func()
+}
+
+// sseEvent is an event of a text/event-stream body.
+type sseEvent struct{ name, data string }
+
+// readEvents reads the events of a text/event-stream body until it ends,
+// with the reader the service reads its model provider's streams with.
+func readEvents(t *testing.T, r io.Reader) []sseEvent {
+	t.Helper()
+	var out []sseEvent
+	sr := upstream.NewSSEReader(r)
+	for {
+		name, data, err := sr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		out = append(out, sseEvent{name, string(data)})
+	}
 }
 
 // startService runs Serve with cfg (defaults for zero fields, a temp data
@@ -219,17 +240,10 @@ func TestStreamSSE(t *testing.T) {
 	}
 	var events []string
 	var done map[string]any
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	var ev string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "event: "):
-			ev = strings.TrimPrefix(line, "event: ")
-			events = append(events, ev)
-		case strings.HasPrefix(line, "data: ") && ev == "done":
-			json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &done)
+	for _, ev := range readEvents(t, resp.Body) {
+		events = append(events, ev.name)
+		if ev.name == "done" {
+			json.Unmarshal([]byte(ev.data), &done)
 		}
 	}
 	if got := strings.Join(events, ","); got != "stdout,display,result,done" {
@@ -435,10 +449,10 @@ func TestDisconnectFreesSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read until the code has started, then hang up.
-	br := bufio.NewReader(resp.Body)
+	events := upstream.NewSSEReader(resp.Body)
 	for {
-		line, err := br.ReadString('\n')
-		if err != nil || strings.Contains(line, "started") {
+		_, data, err := events.Next()
+		if err != nil || strings.Contains(string(data), "started") {
 			break
 		}
 	}
