@@ -612,6 +612,10 @@ func (c *child) destroy() {
 	c.p.mu.Unlock()
 }
 
+// newNonce returns 32 random hexadecimal digits (128 bits) for the marks
+// in an execution's output: fresh for each execution, so that output
+// never holds them by chance. It names nothing, so it is not an id of
+// package ids.
 func newNonce() string {
 	b := make([]byte, 16)
 	rand.Read(b)
