@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/url"
-	"path"
 	"strings"
 	"sync"
 	"time"
@@ -339,7 +337,7 @@ func (s *Service) uploadFile(ctx context.Context, req *sdk.CallToolRequest, in U
 		s.log.Error("upload_file", "err", err)
 		return nil, nil, fmt.Errorf("the file could not be written: %v", err)
 	}
-	f := &executor.File{Path: in.Path, Bytes: int64(len(data)), MIMEType: mimeOf(in.Path)}
+	f := &executor.File{Path: in.Path, Bytes: int64(len(data)), MIMEType: executor.MIMEType(in.Path)}
 	out := textResult(fmt.Sprintf("Wrote /mnt/data/%s (%d bytes).", in.Path, len(data)))
 	out.Content = append(out.Content, fileLink(*f))
 	return out, f, nil
@@ -405,18 +403,11 @@ func (s *Service) read(ss *sdk.ServerSession, p string) ([]byte, string, error) 
 	if err != nil {
 		return nil, "", fmt.Errorf("cannot read %s: %v", p, err)
 	}
-	return data, mimeOf(p), nil
+	return data, executor.MIMEType(p), nil
 }
 
 func isText(data []byte) bool {
 	return utf8.Valid(data) && !strings.ContainsRune(string(data), 0)
-}
-
-func mimeOf(p string) string {
-	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
-		return t
-	}
-	return "application/octet-stream"
 }
 
 func (s *Service) addResources() {
