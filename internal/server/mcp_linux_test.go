@@ -1,12 +1,13 @@
 package server_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"codeexec/internal/upstream"
 )
 
 // mcpPost sends one JSON-RPC message to /mcp with key (and session id)
@@ -33,19 +34,15 @@ func mcpPost(t *testing.T, s *service, key, session, body string) *http.Response
 func sseMessage(t *testing.T, resp *http.Response) map[string]any {
 	t.Helper()
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			var m map[string]any
-			if err := json.Unmarshal([]byte(data), &m); err != nil {
-				t.Fatalf("event data %q: %v", data, err)
-			}
-			return m
-		}
+	_, data, err := upstream.NewSSEReader(resp.Body).Next()
+	if err != nil {
+		t.Fatalf("no event in the answer (%v)", err)
 	}
-	t.Fatalf("no event in the answer (%v)", sc.Err())
-	return nil
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("event data %q: %v", data, err)
+	}
+	return m
 }
 
 // TestMCPRoute: /mcp is behind the API keys, answers the protocol, and
