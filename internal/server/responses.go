@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"codeexec/internal/executor"
+	"codeexec/internal/ids"
 	"codeexec/internal/responses"
 	"codeexec/internal/store"
 	"codeexec/internal/toolloop"
@@ -44,7 +45,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 			return s.internal(r, "read stored response", err)
 		}
 	}
-	req, err := responses.Parse(body, history, newID)
+	req, err := responses.Parse(body, history, ids.New)
 	if err != nil {
 		if re, ok := errors.AsType[*responses.Error](err); ok {
 			return invalid(re.Param, "%s", re.Msg)
@@ -108,8 +109,8 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 		sse = newSSE(w, s.cfg.StreamWriteTimeout)
 		emit = func(event string, data []byte) error { return sse.event(event, json.RawMessage(data)) }
 	}
-	id := newID("resp_")
-	b := responses.NewBuilder(id, req, req.PreviousResponseID, newID, emit)
+	id := ids.New("resp_")
+	b := responses.NewBuilder(id, req, req.PreviousResponseID, ids.New, emit)
 	b.ContainerID = containerID
 	if err := b.Start(); err != nil {
 		return nil // the client does not read

@@ -293,9 +293,6 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// newID is ids.New under the name responses.go passes to package
-// responses; it is no generator of its own.
-var newID = ids.New
 
 // isGone reports whether err means the client went away.
 func isGone(ctx context.Context, err error) bool {
