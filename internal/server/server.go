@@ -293,7 +293,6 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-
 // isGone reports whether err means the client went away.
 func isGone(ctx context.Context, err error) bool {
 	return ctx.Err() != nil || errors.Is(err, context.Canceled)
