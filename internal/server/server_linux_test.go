@@ -579,3 +579,15 @@ func TestNetworkRequestValidation(t *testing.T) {
 		})
 	}
 }
+
+// A session shows the idle timeout it was made with, not the server's.
+func TestSessionShowsItsIdleTimeout(t *testing.T) {
+	s := startService(t, nil)
+	st, created := s.call("POST", "/v1/sessions", keyA, map[string]any{"idle_timeout": 42})
+	if st != 200 || created["idle_timeout"] != 42.0 {
+		t.Fatalf("create with idle_timeout 42 = %d %v", st, created)
+	}
+	if st, got := s.call("GET", "/v1/sessions/"+fmt.Sprint(created["id"]), keyA, nil); st != 200 || got["idle_timeout"] != 42.0 {
+		t.Errorf("GET = %d %v, want idle_timeout 42", st, got)
+	}
+}

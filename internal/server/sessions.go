@@ -21,6 +21,7 @@ type liveSession struct {
 	rec      store.Session
 	sess     *executor.Session
 	memoryMB int64         // the session's default memory limit (0: the server's)
+	idle     time.Duration // it ends after this long without an execution
 	stop     chan struct{} // closed by endSession
 	slot     func()        // gives back its place in the owner's session limit
 	// container is set when the session is a container (containers.go).
@@ -64,10 +65,15 @@ type sessionJSON struct {
 	IdleSecs  float64 `json:"idle_timeout"`
 }
 
-func (s *Server) sessionView(rec store.Session, live bool) sessionJSON {
+// sessionView is the session rec: live when ls (its live session) is
+// set, with its own idle timeout; an ended one shows the server's.
+func (s *Server) sessionView(rec store.Session, ls *liveSession) sessionJSON {
 	v := sessionJSON{ID: rec.ID, Object: "session", Status: "active", CreatedAt: rec.CreatedAt.Unix(),
 		ExpiresAt: rec.ExpiresAt.Unix(), IdleSecs: s.cfg.SessionIdle.Seconds()}
-	if !live {
+	if ls != nil && ls.idle > 0 {
+		v.IdleSecs = ls.idle.Seconds()
+	}
+	if ls == nil {
 		v.Status = "expired"
 		if !rec.EndedAt.IsZero() {
 			t := rec.EndedAt.Unix()
@@ -115,8 +121,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, own
 	if ls == nil {
 		return nil // the client left
 	}
-	rec := ls.rec
-	writeJSON(w, http.StatusOK, s.sessionView(rec, true))
+	writeJSON(w, http.StatusOK, s.sessionView(ls.rec, ls))
 	return nil
 }
 
@@ -163,7 +168,7 @@ func (s *Server) startSession(ctx context.Context, owner string, o sessionOption
 	}
 	now := time.Now()
 	rec := store.Session{ID: ids.New(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
-	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: o.memoryMB, container: o.container}
+	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: o.memoryMB, idle: o.idle, container: o.container}
 	if ls.container != nil {
 		ls.container.lastActive.Store(now.UnixMicro())
 	}
@@ -269,14 +274,14 @@ func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request, owner 
 	ls := s.sessions[id]
 	s.mu.Unlock()
 	if ls != nil && ls.rec.Owner == owner {
-		writeJSON(w, http.StatusOK, s.sessionView(ls.rec, true))
+		writeJSON(w, http.StatusOK, s.sessionView(ls.rec, ls))
 		return nil
 	}
 	rec, err := s.store.Session(r.Context(), owner, id)
 	if err != nil {
 		return notFound("session", id)
 	}
-	writeJSON(w, http.StatusOK, s.sessionView(rec, false))
+	writeJSON(w, http.StatusOK, s.sessionView(rec, nil))
 	return nil
 }
 
