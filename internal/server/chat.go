@@ -171,11 +171,24 @@ func (s *Server) attach(r *http.Request, sb *chatSandbox, req *toolloop.Request)
 		}
 		sb.live = ls
 	}
-	refs := make([]inputFile, len(req.FileIDs))
-	for i, id := range req.FileIDs {
-		refs[i].FileID = id
+	return s.placeAttached(r, sb, req.FileIDs, "messages", req)
+}
+
+// placeAttached places the stored files ids (each once) in sb's sandbox
+// and tells the model where they are (req.PlaceFiles); param names them
+// in errors. It returns their paths; its errors are for attachError.
+func (s *Server) placeAttached(r *http.Request, sb *chatSandbox, ids []string, param string, req *toolloop.Request) ([]string, error) {
+	var refs []inputFile
+	var order []string
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			refs = append(refs, inputFile{FileID: id})
+			order = append(order, id)
+		}
 	}
-	files, e := s.inputFiles(r.Context(), sb.owner, refs, func(int) string { return "messages" })
+	files, e := s.inputFiles(r.Context(), sb.owner, refs, func(int) string { return param })
 	if e != nil {
 		return nil, e
 	}
@@ -185,7 +198,7 @@ func (s *Server) attach(r *http.Request, sb *chatSandbox, req *toolloop.Request)
 	var fileNames []string
 	paths := map[string]string{}
 	for i, f := range files {
-		paths[req.FileIDs[i]] = f.Path
+		paths[order[i]] = f.Path
 		fileNames = append(fileNames, f.Path)
 	}
 	req.PlaceFiles(paths)

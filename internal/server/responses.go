@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"codeexec/internal/executor"
 	"codeexec/internal/ids"
 	"codeexec/internal/responses"
 	"codeexec/internal/store"
@@ -83,8 +82,9 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, owner s
 		if !fresh { // a new container has the tool's files already
 			ids = append(append([]string(nil), req.Code.FileIDs...), ids...)
 		}
-		if fileNames, e = s.placeAttached(r, owner, sb, ids, chatReq); e != nil {
-			return e
+		fileNames, err = s.placeAttached(r, sb, ids, "input", chatReq)
+		if err != nil {
+			return s.attachError(r, err)
 		}
 		if fresh {
 			for _, id := range req.Code.FileIDs {
@@ -176,50 +176,6 @@ func (s *Server) responseContainer(ctx context.Context, owner string, c *respons
 	}
 	ls, e = s.newContainer(ctx, owner, containerOptions{MemoryLimit: c.MemoryLimit, FileIDs: c.FileIDs})
 	return ls, true, e
-}
-
-// placeAttached places the files ids in the request's sandbox and tells
-// the model where they are; it returns their paths.
-func (s *Server) placeAttached(r *http.Request, owner string, sb *chatSandbox, ids []string, req *toolloop.Request) ([]string, *apiError) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	seen := map[string]bool{}
-	var in []inputFile
-	var order []string
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			in = append(in, inputFile{FileID: id})
-			order = append(order, id)
-		}
-	}
-	files, e := s.inputFiles(r.Context(), owner, in, func(int) string { return "input" })
-	if e != nil {
-		return nil, e
-	}
-	if err := sb.place(r.Context(), files); err != nil {
-		switch ae, ok := errors.AsType[*apiError](err); {
-		case ok:
-			return nil, ae
-		case inputError(err) != nil:
-			return nil, inputError(err)
-		case errors.Is(err, executor.ErrSessionEnded):
-			return nil, sessionExpired()
-		case errors.Is(err, executor.ErrCapacity):
-			s.metrics.rejected.WithLabelValues("capacity").Inc()
-			return nil, atCapacity()
-		}
-		return nil, s.internal(r, "place attached file", err)
-	}
-	paths := map[string]string{}
-	var names []string
-	for i, f := range files {
-		paths[order[i]] = f.Path
-		names = append(names, f.Path)
-	}
-	req.PlaceFiles(paths)
-	return names, nil
 }
 
 func (s *Server) handleGetResponse(w http.ResponseWriter, r *http.Request, owner string) *apiError {
