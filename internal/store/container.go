@@ -39,11 +39,8 @@ func (s *Store) PutContainer(ctx context.Context, c Container) error {
 		return fmt.Errorf("put container %s: %w", c.ID, err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (owner, id, created_at, expires_at, ended_at, end_reason)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (owner, id) DO UPDATE SET
-			expires_at = excluded.expires_at, ended_at = excluded.ended_at, end_reason = excluded.end_reason`,
-		c.Owner, c.ID, toDB(c.CreatedAt), toDB(c.ExpiresAt), toDB(c.EndedAt), c.EndReason); err != nil {
+	if _, err := tx.ExecContext(ctx, putSession,
+		c.Owner, c.ID, toDB(c.CreatedAt), toDB(c.ExpiresAt), toDB(c.EndedAt), c.EndReason, c.Node); err != nil {
 		return fmt.Errorf("put container %s: %w", c.ID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO containers (owner, id, name, expires_after, memory_limit, last_active_at)
@@ -60,7 +57,7 @@ func (s *Store) PutContainer(ctx context.Context, c Container) error {
 
 // containerColumns are the columns scanContainer reads, in its order, of
 // containers c joined with sessions s.
-const containerColumns = `s.id, s.owner, s.created_at, s.expires_at, s.ended_at, s.end_reason,
+const containerColumns = `s.id, s.owner, s.created_at, s.expires_at, s.ended_at, s.end_reason, s.node,
 	c.name, c.expires_after, c.memory_limit, c.last_active_at`
 
 func scanContainer(row interface{ Scan(...any) error }) (Container, error) {
@@ -68,7 +65,7 @@ func scanContainer(row interface{ Scan(...any) error }) (Container, error) {
 		c                                      Container
 		created, expires, ended, after, active int64
 	)
-	err := row.Scan(&c.ID, &c.Owner, &created, &expires, &ended, &c.EndReason,
+	err := row.Scan(&c.ID, &c.Owner, &created, &expires, &ended, &c.EndReason, &c.Node,
 		&c.Name, &after, &c.MemoryLimit, &active)
 	c.CreatedAt, c.ExpiresAt, c.EndedAt = fromDB(created), fromDB(expires), fromDB(ended)
 	c.ExpiresAfter = time.Duration(after) * time.Microsecond

@@ -23,8 +23,13 @@ type Session struct {
 	// EndedAt is when the session's process ended, zero while it lives.
 	EndedAt time.Time
 	// EndReason says why it ended: "deleted", "idle_timeout",
-	// "max_lifetime", "restart" or "killed"; "" while it lives.
+	// "max_lifetime", "restart", "killed", "node_lost" and others; ""
+	// while it lives.
 	EndReason string
+	// Node is the id of the node (process) its sandbox runs on, "" when
+	// the store is not shared (see PutNode). It is recorded once, when
+	// the session is.
+	Node string
 }
 
 // PutSession records sess, or updates the record of owner sess.Owner with
@@ -40,16 +45,18 @@ func (s *Store) PutSession(ctx context.Context, sess Session) error {
 	}
 	// Not INSERT OR REPLACE: replacing deletes the old row first, and the
 	// foreign key would take the session's files with it.
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (owner, id, created_at, expires_at, ended_at, end_reason)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (owner, id) DO UPDATE SET
-			expires_at = excluded.expires_at, ended_at = excluded.ended_at, end_reason = excluded.end_reason`,
-		sess.Owner, sess.ID, toDB(sess.CreatedAt), toDB(sess.ExpiresAt), toDB(sess.EndedAt), sess.EndReason)
+	_, err := s.db.ExecContext(ctx, putSession, sess.Owner, sess.ID, toDB(sess.CreatedAt), toDB(sess.ExpiresAt), toDB(sess.EndedAt), sess.EndReason, sess.Node)
 	if err != nil {
 		return fmt.Errorf("put session %s: %w", sess.ID, err)
 	}
 	return nil
 }
+
+// putSession records a session (PutSession, PutContainer).
+const putSession = `INSERT INTO sessions (owner, id, created_at, expires_at, ended_at, end_reason, node)
+	VALUES (?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (owner, id) DO UPDATE SET
+		expires_at = excluded.expires_at, ended_at = excluded.ended_at, end_reason = excluded.end_reason`
 
 // Session returns the record of owner's session id, or ErrNotFound. A
 // session that has ended is still found until its ExpiresAt.
@@ -58,9 +65,9 @@ func (s *Store) Session(ctx context.Context, owner, id string) (Session, error) 
 		sess                    = Session{ID: id, Owner: owner}
 		created, expires, ended int64
 	)
-	err := s.rdb.QueryRowContext(ctx, `SELECT created_at, expires_at, ended_at, end_reason FROM sessions
+	err := s.rdb.QueryRowContext(ctx, `SELECT created_at, expires_at, ended_at, end_reason, node FROM sessions
 		WHERE owner = ? AND id = ? AND (expires_at = 0 OR expires_at > ?)`,
-		owner, id, toDB(time.Now())).Scan(&created, &expires, &ended, &sess.EndReason)
+		owner, id, toDB(time.Now())).Scan(&created, &expires, &ended, &sess.EndReason, &sess.Node)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Session{}, fmt.Errorf("session %q: %w", id, ErrNotFound)
 	}

@@ -247,6 +247,18 @@ var migrations = []string{
 		PRIMARY KEY (owner, id),
 		FOREIGN KEY (owner, id) REFERENCES sessions (owner, id) ON DELETE CASCADE
 	) STRICT;`,
+
+	// Nodes: the processes sharing a database, each with the address
+	// the others forward its sessions' requests to and a lease it
+	// renews (node.go). A session records the node its sandbox runs on.
+	`CREATE TABLE nodes (
+		id          TEXT PRIMARY KEY,
+		addr        TEXT NOT NULL,
+		started_at  INTEGER NOT NULL,
+		lease_until INTEGER NOT NULL
+	) STRICT;
+	ALTER TABLE sessions ADD COLUMN node TEXT NOT NULL DEFAULT '';
+	CREATE INDEX sessions_node ON sessions (node) WHERE ended_at = 0;`,
 }
 
 // migrate brings db's schema up to the last of migrations in one
