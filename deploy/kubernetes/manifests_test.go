@@ -49,9 +49,9 @@ var operatorSecrets = map[string][]string{
 	"codeexec-secrets": {"api-keys", "database-url", "node-secret", "s3-access-key-id", "s3-secret-access-key"},
 }
 
-// multiNodeEnv are the variables of the multi-node mode being built (issue
-// 17) that the manifests set before codeexec has their flags.
-var multiNodeEnv = []string{"CODEEXEC_ADVERTISE_ADDR", "CODEEXEC_NODE_SECRET"}
+// multiNodeEnv are the variables that make the pods nodes sharing the work
+// (docs/scaling.md): each pod must set them.
+var multiNodeEnv = []string{"CODEEXEC_DATABASE", "CODEEXEC_BLOB_STORE", "CODEEXEC_ADVERTISE_ADDR", "CODEEXEC_NODE_SECRET"}
 
 // rendered is one kustomization's output, decoded.
 type rendered struct {
@@ -504,8 +504,8 @@ func placeholder(key string) string {
 }
 
 // checkEnv checks that codeexec accepts the environment: every CODEEXEC_
-// variable is a setting of `codeexec serve` or one of the multi-node mode
-// being built, each parses, and the whole passes Config.Validate.
+// variable is a setting of `codeexec serve`, the multi-node ones are set,
+// each parses, and the whole passes Config.Validate.
 func checkEnv(t *testing.T, c corev1.Container, env map[string]string) {
 	t.Helper()
 	cfg := config.Default()
@@ -514,7 +514,7 @@ func checkEnv(t *testing.T, c corev1.Container, env map[string]string) {
 	known := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { known[config.EnvName(f.Name)] = true })
 	for k := range env {
-		if strings.HasPrefix(k, "CODEEXEC_") && !known[k] && !slices.Contains(multiNodeEnv, k) {
+		if strings.HasPrefix(k, "CODEEXEC_") && !known[k] {
 			t.Errorf("%s is not a setting of codeexec serve", k)
 		}
 	}

@@ -153,12 +153,6 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 		return err
 	}
 	defer st.Close()
-	// No process survives a restart: sessions left live are over.
-	if n, err := st.EndLiveSessions(ctx, "restart", time.Now()); err != nil {
-		return err
-	} else if n > 0 {
-		log.Info("sessions ended by the restart", "count", n)
-	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -172,6 +166,12 @@ func Serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	}
 	defer ex.Close()
 	srv := server.New(cfg, ex, st, log)
+	// Before serving: sessions of an earlier life are over, and in a
+	// shared store the node registers among its peers.
+	if err := srv.StartNode(ctx); err != nil {
+		ln.Close()
+		return err
+	}
 	if policy != nil {
 		srv.SetEgress(policy)
 		log.Info("egress enabled", "allow", policy.Allow)

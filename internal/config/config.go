@@ -45,6 +45,19 @@ type Config struct {
 	// credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; empty
 	// (the default) keeps them in DataDir.
 	BlobStore string
+	// AdvertiseAddr is the host:port the other nodes sharing Database
+	// reach this one at (in Kubernetes, the pod's IP and the API port).
+	// A node forwards requests for a session that lives on another node
+	// there. Empty: this node is alone, or takes no forwarded requests.
+	AdvertiseAddr string
+	// NodeSecret authenticates forwarded requests between nodes; it is
+	// required with AdvertiseAddr, at least 32 characters, and the same
+	// on every node.
+	NodeSecret string
+	// NodeLease is how long a node counts as alive after it last
+	// renewed its lease in Database (it renews every third of it); when
+	// it lapses, the node's sessions have ended (default 15s).
+	NodeLease time.Duration
 
 	// PoolSize is the number of warm sandboxes (default 4).
 	PoolSize int
@@ -161,7 +174,7 @@ func Default() Config {
 		MemoryMB: 512, MaxMemoryMB: 4096, OutputBytes: 1 << 20, MaxOutputBytes: 16 << 20,
 		EgressMaxBytes:  64 << 20,
 		UpstreamTimeout: 120 * time.Second, MaxTurns: 10, ToolTimeBudget: 5 * time.Minute,
-		LogLevel: "info",
+		LogLevel: "info", NodeLease: 15 * time.Second,
 	}
 }
 
@@ -224,6 +237,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the metadata database and files")
 	fs.StringVar(&c.Database, "database", c.Database, "PostgreSQL URL for the metadata, postgres://... (empty: SQLite in --data-dir; prefer the env var when it holds a password)")
 	fs.StringVar(&c.BlobStore, "blob-store", c.BlobStore, "S3 bucket for file contents, s3://bucket[/prefix]?endpoint=...&region=... (keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; empty: --data-dir)")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "host:port the other nodes sharing --database reach this one at, e.g. the pod IP (empty: no forwarded requests)")
+	fs.StringVar(&c.NodeSecret, "node-secret", c.NodeSecret, "shared secret, 32+ characters, authenticating requests forwarded between nodes (prefer the env var)")
+	fs.DurationVar(&c.NodeLease, "node-lease", c.NodeLease, "a node whose lease in --database is not renewed for this long is gone, and its sessions with it")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "warm sandboxes kept ready")
 	fs.BoolVar(&c.DataWarmup, "data-warmup", c.DataWarmup, "warm sandboxes also warm up pandas while the pool is not drained (faster first pandas call, about 8 MiB more memory each)")
 	fs.BoolVar(&c.PlotWarmup, "plot-warmup", c.PlotWarmup, "with --data-warmup, also render a small matplotlib figure (first plot about 3x faster, about 12 MiB more memory each)")
@@ -377,6 +393,23 @@ func (c *Config) Validate() error {
 		if p, err := url.Parse(c.Database); err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") {
 			bad("--database: want a postgres:// or postgresql:// URL")
 		}
+	}
+	if c.AdvertiseAddr != "" {
+		if c.Database == "" {
+			bad("--advertise-addr needs --database: nodes find each other's sessions there")
+		}
+		if c.BlobStore == "" {
+			bad("--advertise-addr needs --blob-store: a file made on one node must download from every other")
+		}
+		if h, p, err := net.SplitHostPort(c.AdvertiseAddr); err != nil || h == "" || p == "" || p == "0" {
+			bad("--advertise-addr %q: want host:port", c.AdvertiseAddr)
+		}
+		if len(c.NodeSecret) < 32 {
+			bad("--advertise-addr needs --node-secret (CODEEXEC_NODE_SECRET) of at least 32 characters, the same on every node")
+		}
+	}
+	if c.NodeLease < 3*time.Second {
+		bad("--node-lease must be at least 3s")
 	}
 	if c.BlobStore != "" {
 		if p, err := url.Parse(c.BlobStore); err != nil || p.Scheme != "s3" || p.Host == "" {

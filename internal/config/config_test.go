@@ -233,6 +233,18 @@ func TestValidate(t *testing.T) {
 		{"blob store of another scheme", func(c *Config) { c.BlobStore = "gs://files" }, []string{"--blob-store: want s3://bucket"}},
 		{"blob store without a bucket", func(c *Config) { c.BlobStore = "s3:///x" }, []string{"--blob-store"}},
 		{"blob store with keys", func(c *Config) { c.BlobStore = "s3://AKIA:topsecret@files" }, []string{"--blob-store", "AWS_ACCESS_KEY_ID"}},
+		{"a node among others", func(c *Config) {
+			c.Database, c.BlobStore, c.AdvertiseAddr, c.NodeSecret = "postgres:///db", "s3://files", "10.1.2.3:8080", strings.Repeat("s", 32)
+		}, nil},
+		{"advertise alone", func(c *Config) { c.AdvertiseAddr = "10.1.2.3:8080" },
+			[]string{"--advertise-addr needs --database", "--advertise-addr needs --blob-store", "--node-secret"}},
+		{"short node secret", func(c *Config) {
+			c.Database, c.BlobStore, c.AdvertiseAddr, c.NodeSecret = "postgres:///db", "s3://files", "10.1.2.3:8080", "short"
+		}, []string{"--node-secret (CODEEXEC_NODE_SECRET) of at least 32"}},
+		{"advertise without a port", func(c *Config) {
+			c.Database, c.BlobStore, c.AdvertiseAddr, c.NodeSecret = "postgres:///db", "s3://files", "10.1.2.3", strings.Repeat("s", 32)
+		}, []string{`--advertise-addr "10.1.2.3": want host:port`}},
+		{"short node lease", func(c *Config) { c.NodeLease = time.Second }, []string{"--node-lease must be at least 3s"}},
 		{"plot warm-up", func(c *Config) { c.PlotWarmup = true }, nil},
 		{"plot warm-up without data warm-up", func(c *Config) { c.PlotWarmup, c.DataWarmup = true, false }, []string{"--plot-warmup", "--data-warmup"}},
 		{

@@ -74,6 +74,9 @@ func (s *Server) readBody(r *http.Request, owner string, parse func([]byte) *api
 		}
 		return invalid("", "cannot read request body")
 	}
+	if slot, ok := r.Context().Value(bodyKey{}).(*readBodySlot); ok {
+		slot.data = data // for forward
+	}
 	return parse(data)
 }
 

@@ -181,6 +181,9 @@ func (s *Server) containerSession(ctx context.Context, owner, id string) (*liveS
 	if !strings.HasPrefix(id, "cntr_") {
 		return nil, notFound("container", id)
 	}
+	if e := s.elsewhere(ctx, owner, id); e != nil {
+		return nil, e
+	}
 	ls, err := s.findSession(ctx, owner, id)
 	switch {
 	case ls != nil && ls.container != nil:
@@ -388,7 +391,9 @@ func (s *Server) handleListContainers(w http.ResponseWriter, r *http.Request, ow
 		if ls != nil && ls.rec.Owner == owner && ls.container != nil {
 			out = append(out, containerView(ls.liveRecord(), true))
 		} else {
-			out = append(out, containerView(c, false))
+			// One live on another node runs there; the lease keeper ends
+			// those of lost nodes.
+			out = append(out, containerView(c, s.node != nil && c.EndedAt.IsZero() && c.Node != s.node.id))
 		}
 	}
 	s.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"codeexec/internal/config"
 )
@@ -133,7 +134,7 @@ func TestDecodeAccepts(t *testing.T) {
 			if e := decodeBody(tt.body, &got); e != nil {
 				t.Fatalf("decode(%q) = %v, want nil", tt.body, e)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(apiError{})); diff != "" {
 				t.Errorf("decode(%q) mismatch (-want +got):\n%s", tt.body, diff)
 			}
 		})
@@ -166,7 +167,7 @@ func TestDecodeBodyTooLarge(t *testing.T) {
 			r.Body = http.MaxBytesReader(w, r.Body, tt.limit)
 			var v execRequest
 			got := decode(r, &v)
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(apiError{})); diff != "" {
 				t.Errorf("decode(%d bytes, limit %d) mismatch (-want +got):\n%s", len(tt.body), tt.limit, diff)
 			}
 		})
@@ -220,7 +221,7 @@ func TestDecodeJSONError(t *testing.T) {
 			if tt.err == nil {
 				t.Fatal("test error is nil")
 			}
-			if diff := cmp.Diff(tt.want, jsonError(tt.err)); diff != "" {
+			if diff := cmp.Diff(tt.want, jsonError(tt.err), cmpopts.IgnoreUnexported(apiError{})); diff != "" {
 				t.Errorf("jsonError(%v) mismatch (-want +got):\n%s", tt.err, diff)
 			}
 		})

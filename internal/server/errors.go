@@ -3,6 +3,7 @@
 package server
 
 import (
+	"codeexec/internal/store"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,9 @@ type apiError struct {
 	Type    string `json:"type"`
 	Param   string `json:"param,omitempty"`
 	Code    string `json:"code,omitempty"`
+	// forward, when set, is not an error: the request is for a session
+	// on that node, and authed forwards it there (nodes.go).
+	forward *store.Node
 }
 
 func (e *apiError) Error() string { return e.Message }

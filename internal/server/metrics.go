@@ -24,6 +24,7 @@ type metrics struct {
 	sessions   prometheus.Gauge
 	fileBytes  *prometheus.CounterVec
 	egress     *prometheus.CounterVec
+	forwarded  prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -55,8 +56,11 @@ func newMetrics(s *Server) *metrics {
 		egress: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "codeexec_egress_requests_total", Help: "Requests of sandboxed code to the egress proxy, by outcome (allowed, denied).",
 		}, []string{"outcome"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "codeexec_forwarded_requests_total", Help: "Requests for a session on another node, forwarded to it.",
+		}),
 	}
-	m.reg.MustRegister(m.executions, m.duration, m.queueWait, m.limitHits, m.rejected, m.sessions, m.fileBytes, m.egress,
+	m.reg.MustRegister(m.executions, m.duration, m.queueWait, m.limitHits, m.rejected, m.sessions, m.fileBytes, m.egress, m.forwarded,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "codeexec_warm_sandboxes", Help: "Warm sandboxes ready for code.",
 		}, func() float64 { return float64(s.exec.Warm()) }),

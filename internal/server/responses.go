@@ -168,8 +168,9 @@ func (s *Server) responseContainer(ctx context.Context, owner string, c *respons
 			ContainerID string `json:"container_id"`
 		}
 		if json.Unmarshal(history[i], &it) == nil && it.Type == "code_interpreter_call" && it.ContainerID != "" {
-			if ls, e := s.containerSession(ctx, owner, it.ContainerID); e == nil {
-				return ls, false, nil
+			ls, e := s.containerSession(ctx, owner, it.ContainerID)
+			if e == nil || e.forward != nil {
+				return ls, false, e
 			}
 			break // expired: a new container, as the conversation goes on
 		}

@@ -58,6 +58,7 @@ type Server struct {
 	decodingOf map[string]int
 	wg         sync.WaitGroup // session reapers
 	mcp        mcpHub         // /mcp (mcp.go)
+	node       *node          // nil: the store is this server's alone (nodes.go)
 }
 
 // New builds a server. The caller owns exec and st and closes them after
@@ -87,15 +88,18 @@ func (s *Server) routes() {
 	upload := func(pattern string, h func(http.ResponseWriter, *http.Request, string) *apiError) {
 		s.mux.Handle(pattern, s.authed(s.cfg.MaxUploadBytes+1<<20, s.cfg.UploadReadTimeout, h))
 	}
+	// The routes of a session or container {id} answer on the node it
+	// lives on (nodes.go).
+	p := s.placed
 	api("POST /v1/execute", s.handleExecute)
 	api("GET /v1/runtimes", s.handleRuntimes)
 	api("POST /v1/sessions", s.handleCreateSession)
-	api("GET /v1/sessions/{id}", s.handleGetSession)
-	api("DELETE /v1/sessions/{id}", s.handleDeleteSession)
-	api("POST /v1/sessions/{id}/execute", s.handleSessionExecute)
-	api("GET /v1/sessions/{id}/files", s.handleSessionFiles)
-	api("GET /v1/sessions/{id}/files/{path...}", s.handleSessionDownload)
-	upload("PUT /v1/sessions/{id}/files/{path...}", s.handleSessionUpload)
+	api("GET /v1/sessions/{id}", p(s.handleGetSession))
+	api("DELETE /v1/sessions/{id}", p(s.handleDeleteSession))
+	api("POST /v1/sessions/{id}/execute", p(s.handleSessionExecute))
+	api("GET /v1/sessions/{id}/files", p(s.handleSessionFiles))
+	api("GET /v1/sessions/{id}/files/{path...}", p(s.handleSessionDownload))
+	upload("PUT /v1/sessions/{id}/files/{path...}", p(s.handleSessionUpload))
 	upload("POST /v1/files", s.handleUpload)
 	api("GET /v1/files", s.handleListFiles)
 	api("GET /v1/files/{id}", s.handleGetFile)
@@ -103,13 +107,13 @@ func (s *Server) routes() {
 	api("DELETE /v1/files/{id}", s.handleDeleteFile)
 	api("POST /v1/containers", s.handleCreateContainer)
 	api("GET /v1/containers", s.handleListContainers)
-	api("GET /v1/containers/{id}", s.handleGetContainer)
-	api("DELETE /v1/containers/{id}", s.handleDeleteContainer)
-	upload("POST /v1/containers/{id}/files", s.handleContainerUpload)
-	api("GET /v1/containers/{id}/files", s.handleContainerFiles)
-	api("GET /v1/containers/{id}/files/{file_id}", s.handleGetContainerFile)
-	api("GET /v1/containers/{id}/files/{file_id}/content", s.handleContainerFileContent)
-	api("DELETE /v1/containers/{id}/files/{file_id}", s.handleDeleteContainerFile)
+	api("GET /v1/containers/{id}", p(s.handleGetContainer))
+	api("DELETE /v1/containers/{id}", p(s.handleDeleteContainer))
+	upload("POST /v1/containers/{id}/files", p(s.handleContainerUpload))
+	api("GET /v1/containers/{id}/files", p(s.handleContainerFiles))
+	api("GET /v1/containers/{id}/files/{file_id}", p(s.handleGetContainerFile))
+	api("GET /v1/containers/{id}/files/{file_id}/content", p(s.handleContainerFileContent))
+	api("DELETE /v1/containers/{id}/files/{file_id}", p(s.handleDeleteContainerFile))
 	api("POST /v1/chat/completions", s.handleChat)
 	api("GET /v1/models", s.handleModels)
 	api("POST /v1/responses", s.handleResponses)
@@ -155,11 +159,25 @@ type ctxKey int
 const requestIDKey ctxKey = 0
 
 // ServeHTTP adds a request id, logs one line per request and turns a
-// panic into a 500.
+// panic into a 500. A request forwarded by another node (nodes.go) keeps
+// the id that node gave it; one with a node signature that does not
+// verify is refused.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := ids.New("req_")
+	ctx := r.Context()
+	if h := r.Header.Get(nodeAuthHeader); h != "" {
+		if s.node == nil || !verifyNode(s.node.secret, h, r.Method, r.URL.RequestURI(), time.Now()) {
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_node_auth",
+				Message: "the " + nodeAuthHeader + " signature does not verify: the nodes' --node-secret or clocks differ"})
+			return
+		}
+		ctx = context.WithValue(ctx, forwardedKey{}, true)
+		if rid := r.Header.Get("X-Request-Id"); strings.HasPrefix(rid, "req_") && len(rid) <= 64 {
+			id = rid
+		}
+	}
 	w.Header().Set("X-Request-Id", id)
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+	r = r.WithContext(context.WithValue(ctx, requestIDKey, id))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	start := time.Now()
 	defer func() {
@@ -227,7 +245,13 @@ func (s *Server) authed(limit int64, timeout time.Duration, h func(http.Response
 			return
 		}
 		limitBody(w, r, limit, timeout)
+		read := &readBodySlot{}
+		r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, read))
 		if e := h(w, r, owner); e != nil {
+			if e.forward != nil {
+				s.forward(w, r, e.forward, read.data)
+				return
+			}
 			if e.Status >= 500 {
 				s.log.Error("request failed", "request_id", r.Context().Value(requestIDKey), "err", e.Message)
 			}
@@ -281,6 +305,13 @@ func (s *Server) SetEgress(p *egress.Policy) { s.egress = p }
 func (s *Server) Close() {
 	s.kill()
 	s.CloseMCP()
+	s.endAllSessions("shutdown")
+	s.wg.Wait()
+	s.leaveNodes()
+}
+
+// endAllSessions ends every live session for reason.
+func (s *Server) endAllSessions(reason string) {
 	s.mu.Lock()
 	var live []*liveSession
 	for _, ls := range s.sessions {
@@ -288,9 +319,8 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	for _, ls := range live {
-		s.endSession(ls, "shutdown")
+		s.endSession(ls, reason)
 	}
-	s.wg.Wait()
 }
 
 // isGone reports whether err means the client went away.

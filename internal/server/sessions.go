@@ -167,7 +167,7 @@ func (s *Server) startSession(ctx context.Context, owner string, o sessionOption
 		return nil, s.internalCtx(ctx, "create session", err)
 	}
 	now := time.Now()
-	rec := store.Session{ID: ids.New(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime)}
+	rec := store.Session{ID: ids.New(o.prefix), Owner: owner, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxLifetime), Node: s.nodeID()}
 	ls := &liveSession{rec: rec, sess: sess, stop: make(chan struct{}), slot: slot, memoryMB: o.memoryMB, idle: o.idle, container: o.container}
 	if ls.container != nil {
 		ls.container.lastActive.Store(now.UnixMicro())
@@ -226,10 +226,7 @@ func (s *Server) endSession(ls *liveSession, reason string) {
 	s.metrics.sessions.Dec()
 	// The record and the session's files now live as long as files do.
 	ls.rec.EndedAt, ls.rec.EndReason = time.Now(), reason
-	ls.rec.ExpiresAt = time.Time{}
-	if s.cfg.FileTTL > 0 {
-		ls.rec.ExpiresAt = time.Now().Add(s.cfg.FileTTL)
-	}
+	ls.rec.ExpiresAt = s.endedExpiry(ls.rec.EndedAt)
 	if err := s.putRecord(context.Background(), ls); err != nil {
 		s.log.Error("record session end", "session_id", ls.rec.ID, "err", err)
 	}
@@ -256,8 +253,12 @@ func (s *Server) findSession(ctx context.Context, owner, id string) (*liveSessio
 }
 
 // liveSession is findSession for the calls that need a live session: an
-// ended one is 410, an unknown one 404.
+// ended one is 410, an unknown one 404, one on another node the
+// apiError that forwards the request there.
 func (s *Server) liveSession(ctx context.Context, owner, id string) (*liveSession, *apiError) {
+	if e := s.elsewhere(ctx, owner, id); e != nil {
+		return nil, e
+	}
 	ls, err := s.findSession(ctx, owner, id)
 	switch {
 	case errors.Is(err, errSessionEnded):
